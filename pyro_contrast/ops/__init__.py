@@ -1,0 +1,3 @@
+from pyro_contrast.ops.logmatmul import logmatmul
+
+__all__ = ["logmatmul"]
