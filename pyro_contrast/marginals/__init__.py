@@ -1,0 +1,1 @@
+"""Marginalization strategies over bridge modalities: exact, LogSumExp, analytic."""
