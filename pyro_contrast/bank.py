@@ -168,8 +168,9 @@ def _source(value, name):
 
 
 def _to_tensor(chunk, name):
-    chunk = as_float_tensor(np.asarray(chunk) if not isinstance(chunk, torch.Tensor) else chunk,
-                            name)
+    chunk = as_float_tensor(
+        np.asarray(chunk) if not isinstance(chunk, torch.Tensor) else chunk, name
+    )
     return check_finite(chunk, name)
 
 

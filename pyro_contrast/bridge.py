@@ -67,8 +67,17 @@ class Bridge:
     torch.Size([3, 5])
     """
 
-    def __init__(self, critics, banks, *, marginal=None, target_bank=None,
-                 direct_temperature=None, chunk_size=None, progress=True):
+    def __init__(
+        self,
+        critics,
+        banks,
+        *,
+        marginal=None,
+        target_bank=None,
+        direct_temperature=None,
+        chunk_size=None,
+        progress=True,
+    ):
         if not isinstance(critics, (list, tuple)) or not isinstance(banks, (list, tuple)):
             raise TypeError("critics and banks must be lists")
         if len(banks) < 1 or len(critics) != len(banks) + 1:
@@ -83,7 +92,8 @@ class Bridge:
             for critic in hop:
                 if not isinstance(critic, Critic):
                     raise TypeError(
-                        f"critics[{i}] must be pyro_contrast.Critic, got {type(critic)}")
+                        f"critics[{i}] must be pyro_contrast.Critic, got {type(critic)}"
+                    )
         self.critics = list(critics)
         self._hops = hops
         self.banks = [b if isinstance(b, Bank) else Bank(b) for b in banks]
@@ -94,8 +104,9 @@ class Bridge:
         self.marginal = marginal
         self.target_bank = None
         if target_bank is not None:
-            self.target_bank = check_finite(as_float_tensor(target_bank, "target_bank"),
-                                            "target_bank")
+            self.target_bank = check_finite(
+                as_float_tensor(target_bank, "target_bank"), "target_bank"
+            )
             if self.target_bank.shape[0] == 0:
                 raise ValueError("target_bank is empty")
         if direct_temperature is not None and not direct_temperature > 0:
@@ -141,8 +152,9 @@ class Bridge:
                 f"explain needs aligned pairs: a has {queries[0].shape[0]} rows, c has "
                 f"{targets_c.shape[0]}"
             )
-        norm = targets_c if self.target_bank is None else self._hops[-1][0].encode_y(
-            self.target_bank)
+        norm = (
+            targets_c if self.target_bank is None else self._hops[-1][0].encode_y(self.target_bank)
+        )
         encoded = [self._encode_bank(i) for i in range(len(self.banks))]
         alphas = chain.forward_messages(self._hops, queries, encoded, normalized=True)
         last = self._hops[-1][0]
@@ -164,16 +176,20 @@ class Bridge:
         left = self._hops[0]
         if len(left) > 1:
             if not isinstance(a, (list, tuple)) or len(a) != len(left):
-                raise ValueError(f"this bridge fuses {len(left)} modalities: pass a tuple of "
-                                 f"{len(left)} query tensors")
+                raise ValueError(
+                    f"this bridge fuses {len(left)} modalities: pass a tuple of "
+                    f"{len(left)} query tensors"
+                )
         else:
             a = (a,)
         encoded = []
         for j, (critic, x) in enumerate(zip(left, a, strict=True)):
             u = critic.encode_x(x)
             if u.dim() != 2 or u.shape[0] == 0:
-                raise ValueError(f"a[{j}] must be a non-empty batch of queries, encoded to "
-                                 f"(N, d); got {tuple(u.shape)}")
+                raise ValueError(
+                    f"a[{j}] must be a non-empty batch of queries, encoded to "
+                    f"(N, d); got {tuple(u.shape)}"
+                )
             encoded.append(u)
         if len({u.shape[0] for u in encoded}) > 1:
             raise ValueError("fused query tensors have different numbers of rows")
@@ -182,22 +198,31 @@ class Bridge:
     def _encode_candidates(self, c):
         v = self._hops[-1][0].encode_y(c)
         if v.dim() != 2 or v.shape[0] == 0:
-            raise ValueError(f"c must be a non-empty batch of candidates, encoded to (K, d); "
-                             f"got {tuple(v.shape)}")
+            raise ValueError(
+                f"c must be a non-empty batch of candidates, encoded to (K, d); "
+                f"got {tuple(v.shape)}"
+            )
         return v
 
     def _encode_bank(self, index):
         views = self.banks[index].materialize()
         weights = self.banks[index].log_weights
-        left = [c.encode_y(views[j if len(views) > 1 else 0])
-                for j, c in enumerate(self._hops[index])]
+        left = [
+            c.encode_y(views[j if len(views) > 1 else 0]) for j, c in enumerate(self._hops[index])
+        ]
         right = self._hops[index + 1][0].encode_x(views[-1])
         return left, right, weights
 
     def _three_chain(self, queries, candidates, targets, method):
         bank = self.banks[0]
-        kwargs = dict(left=self._hops[0], right=self._hops[1][0], queries=queries,
-                      candidates=candidates, targets=targets, method=method)
+        kwargs = dict(
+            left=self._hops[0],
+            right=self._hops[1][0],
+            queries=queries,
+            candidates=candidates,
+            targets=targets,
+            method=method,
+        )
         if bank.kind == "dask":
             from pyro_contrast.marginals.distributed import logsumexp_reduce_blocks
 
@@ -232,8 +257,7 @@ class Bridge:
         scores = last.pairwise_embeddings(right, candidates)
         if exact:
             norm = candidates if targets is None else targets
-            return logmatmul(alpha, scores - chain.log_normalizer(last, right, norm)
-                                   .unsqueeze(-1))
+            return logmatmul(alpha, scores - chain.log_normalizer(last, right, norm).unsqueeze(-1))
         log_total = 0.0
         for bank in self.banks:
             w = bank.log_weights
@@ -245,15 +269,20 @@ class Bridge:
         similarity = first[0].similarity
         if any(c.similarity != similarity for hop in self._hops for c in hop):
             raise ValueError("method='direct' needs all critics to share one similarity")
-        temperature = (self.direct_temperature if self.direct_temperature is not None
-                       else first[0].temperature.item())
+        temperature = (
+            self.direct_temperature
+            if self.direct_temperature is not None
+            else first[0].temperature.item()
+        )
         if similarity == "bilinear":
             if len(self._hops) != 2:
                 raise ValueError("bilinear 'direct' is defined for three-modality chains only")
             weights = [c.weight @ last.weight for c in first]
-            shortcut = Critic.from_embeddings(
-                "dot", temperature).pairwise_embeddings
-            return sum(shortcut(u @ w.to(u.dtype), candidates) for u, w in zip(queries, weights, strict=True))
+            shortcut = Critic.from_embeddings("dot", temperature).pairwise_embeddings
+            return sum(
+                shortcut(u @ w.to(u.dtype), candidates)
+                for u, w in zip(queries, weights, strict=True)
+            )
         shortcut = Critic.from_embeddings(similarity, temperature)
         for u in queries:
             if u.shape[-1] != candidates.shape[-1]:
@@ -269,13 +298,15 @@ class Bridge:
         if len(self._hops) != 2 or len(self._hops[0]) != 1:
             raise ValueError("method='analytic' is defined for a three-modality chain A – B – C")
         if self.marginal is None:
-            raise ValueError("method='analytic' needs Bridge(..., marginal='sphere' | "
-                             "'gaussian' | distribution)")
+            raise ValueError(
+                "method='analytic' needs Bridge(..., marginal='sphere' | 'gaussian' | distribution)"
+            )
         if self._resolved_marginal is None:
             z_left, z_right = self.embed_bank(0)
             if z_left.shape != z_right.shape or not torch.allclose(z_left, z_right):
-                raise ValueError("method='analytic' needs both critics to embed the bank "
-                                 "identically (a shared B representation)")
+                raise ValueError(
+                    "method='analytic' needs both critics to embed the bank "
+                    "identically (a shared B representation)"
+                )
             self._resolved_marginal = resolve_marginal(self.marginal, z_left)
-        return analytic_log_ratio(self._hops[0][0], self._hops[1][0], a, c,
-                                  self._resolved_marginal)
+        return analytic_log_ratio(self._hops[0][0], self._hops[1][0], a, c, self._resolved_marginal)

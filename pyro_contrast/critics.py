@@ -71,9 +71,7 @@ class Critic(nn.Module):
     ):
         super().__init__()
         if similarity not in SIMILARITIES:
-            raise ValueError(
-                f"similarity must be one of {SIMILARITIES}, got {similarity!r}"
-            )
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
         for name, enc in (("encoder_x", encoder_x), ("encoder_y", encoder_y)):
             if enc is not None and not callable(enc):
                 raise TypeError(f"{name} must be a torch.nn.Module or callable, got {type(enc)}")

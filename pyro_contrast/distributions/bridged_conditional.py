@@ -51,5 +51,6 @@ class BridgedConditional(IndexDistribution):
         self.a = a
         self.candidates = candidates
         self.method = method
-        super().__init__(bridge.log_ratio(a, candidates, method=method),
-                         validate_args=validate_args)
+        super().__init__(
+            bridge.log_ratio(a, candidates, method=method), validate_args=validate_args
+        )

@@ -28,7 +28,10 @@ def left_scores(left_critics, queries, bank_left, log_weights):
     Several left critics (a hub with observed modalities :math:`a_1, a_2, \ldots`, assumed
     conditionally independent given :math:`b`) add their scores.
     """
-    scores = sum(c.pairwise_embeddings(u, z) for c, u, z in zip(left_critics, queries, bank_left, strict=True))
+    scores = sum(
+        c.pairwise_embeddings(u, z)
+        for c, u, z in zip(left_critics, queries, bank_left, strict=True)
+    )
     if log_weights is not None:
         scores = scores + log_weights.to(scores.dtype)
     return scores

@@ -52,8 +52,9 @@ class LinearGaussianChain:
     torch.Size([5, 5])
     """
 
-    def __init__(self, dim_a=8, dim_b=4, dim_c=8, noise_a=0.5, noise_c=0.5, rho=0.0,
-                 dim_u=None, seed=0):
+    def __init__(
+        self, dim_a=8, dim_b=4, dim_c=8, noise_a=0.5, noise_c=0.5, rho=0.0, dim_u=None, seed=0
+    ):
         for name, value in (("dim_a", dim_a), ("dim_b", dim_b), ("dim_c", dim_c)):
             if not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -64,8 +65,12 @@ class LinearGaussianChain:
             raise ValueError(f"rho must be a non-negative number, got {rho!r}")
         self.dim_a, self.dim_b, self.dim_c = int(dim_a), int(dim_b), int(dim_c)
         self.dim_u = int(dim_u) if dim_u is not None else min(self.dim_a, self.dim_c)
-        self.noise_a, self.noise_c, self.rho, self.seed = float(noise_a), float(noise_c), \
-            float(rho), seed
+        self.noise_a, self.noise_c, self.rho, self.seed = (
+            float(noise_a),
+            float(noise_c),
+            float(rho),
+            seed,
+        )
         g = torch.Generator().manual_seed(seed)
         f64 = torch.float64
         q, _ = torch.linalg.qr(torch.randn(self.dim_b, self.dim_b, generator=g, dtype=f64))
@@ -80,8 +85,10 @@ class LinearGaussianChain:
         self._precompute()
 
     def _precompute(self):
-        eye_a, eye_c = torch.eye(self.dim_a, dtype=torch.float64), torch.eye(
-            self.dim_c, dtype=torch.float64)
+        eye_a, eye_c = (
+            torch.eye(self.dim_a, dtype=torch.float64),
+            torch.eye(self.dim_c, dtype=torch.float64),
+        )
         r2 = self.rho**2
         self.noise_cov_a = r2 * self.conf_a @ self.conf_a.T + self.noise_a**2 * eye_a
         self.noise_cov_c = r2 * self.conf_c @ self.conf_c.T + self.noise_c**2 * eye_c
@@ -98,10 +105,18 @@ class LinearGaussianChain:
         with pyro.plate("samples", num_samples):
             b = pyro.sample("b", dist.MultivariateNormal(self.loc_b, self.cov_b))
             u = pyro.sample("u", dist.Normal(torch.zeros(self.dim_u, dtype=f64), 1.0).to_event(1))
-            a = pyro.sample("a", dist.Normal(b @ self.mix_a.T + self.rho * u @ self.conf_a.T,
-                                             self.noise_a).to_event(1))
-            c = pyro.sample("c", dist.Normal(b @ self.mix_c.T + self.rho * u @ self.conf_c.T,
-                                             self.noise_c).to_event(1))
+            a = pyro.sample(
+                "a",
+                dist.Normal(b @ self.mix_a.T + self.rho * u @ self.conf_a.T, self.noise_a).to_event(
+                    1
+                ),
+            )
+            c = pyro.sample(
+                "c",
+                dist.Normal(b @ self.mix_c.T + self.rho * u @ self.conf_c.T, self.noise_c).to_event(
+                    1
+                ),
+            )
         return a, b, c
 
     def sample(self, num_samples, dtype=torch.float32):
@@ -112,10 +127,16 @@ class LinearGaussianChain:
         chol = torch.linalg.cholesky(self.cov_b)
         b = self.loc_b + torch.randn(n, self.dim_b, generator=g, dtype=f64) @ chol.T
         u = torch.randn(n, self.dim_u, generator=g, dtype=f64)
-        a = (b @ self.mix_a.T + self.rho * u @ self.conf_a.T
-             + self.noise_a * torch.randn(n, self.dim_a, generator=g, dtype=f64))
-        c = (b @ self.mix_c.T + self.rho * u @ self.conf_c.T
-             + self.noise_c * torch.randn(n, self.dim_c, generator=g, dtype=f64))
+        a = (
+            b @ self.mix_a.T
+            + self.rho * u @ self.conf_a.T
+            + self.noise_a * torch.randn(n, self.dim_a, generator=g, dtype=f64)
+        )
+        c = (
+            b @ self.mix_c.T
+            + self.rho * u @ self.conf_c.T
+            + self.noise_c * torch.randn(n, self.dim_c, generator=g, dtype=f64)
+        )
         return a.to(dtype), b.to(dtype), c.to(dtype)
 
     def log_ratio(self, a, c):
@@ -123,22 +144,26 @@ class LinearGaussianChain:
         a = self._check(a, "a", self.dim_a)
         c = self._check(c, "c", self.dim_c)
         cond_loc = self.loc_c + (a - self.loc_a) @ self.gain_ca.T
-        return (_pairwise_gaussian(c, cond_loc, self.cov_c_given_a)
-                - _pairwise_gaussian(c, self.loc_c.unsqueeze(0), self.cov_cc))
+        return _pairwise_gaussian(c, cond_loc, self.cov_c_given_a) - _pairwise_gaussian(
+            c, self.loc_c.unsqueeze(0), self.cov_cc
+        )
 
     def log_ratio_ab(self, a, b):
         r"""Exact :math:`\mathrm{PMI}(a_n, b_m) = \log p(a_n|b_m) - \log p(a_n)`, (N, M)."""
         a = self._check(a, "a", self.dim_a)
         b = self._check(b, "b", self.dim_b)
-        return (_pairwise_gaussian(a, b @ self.mix_a.T, self.noise_cov_a).T
-                - _pairwise_gaussian(a, self.loc_a.unsqueeze(0), self.cov_aa).T)
+        return (
+            _pairwise_gaussian(a, b @ self.mix_a.T, self.noise_cov_a).T
+            - _pairwise_gaussian(a, self.loc_a.unsqueeze(0), self.cov_aa).T
+        )
 
     def log_ratio_bc(self, b, c):
         r"""Exact :math:`\mathrm{PMI}(b_m, c_k) = \log p(c_k|b_m) - \log p(c_k)`, (M, K)."""
         b = self._check(b, "b", self.dim_b)
         c = self._check(c, "c", self.dim_c)
-        return (_pairwise_gaussian(c, b @ self.mix_c.T, self.noise_cov_c)
-                - _pairwise_gaussian(c, self.loc_c.unsqueeze(0), self.cov_cc))
+        return _pairwise_gaussian(c, b @ self.mix_c.T, self.noise_cov_c) - _pairwise_gaussian(
+            c, self.loc_c.unsqueeze(0), self.cov_cc
+        )
 
     def _check(self, x, name, dim):
         x = check_finite(as_float_tensor(x, name), name)
