@@ -12,7 +12,9 @@ def as_float_tensor(value, name):
     if isinstance(value, np.ndarray):
         if not np.issubdtype(value.dtype, np.number):
             raise TypeError(f"{name} must hold numbers, got dtype {value.dtype}")
-        value = torch.from_numpy(np.ascontiguousarray(value))
+        value = np.ascontiguousarray(value)
+        # Read-only arrays (memmaps opened with mode "r") are copied: torch needs writable memory.
+        value = torch.from_numpy(value if value.flags.writeable else value.copy())
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
     if not value.is_floating_point():

@@ -293,14 +293,14 @@ class Bridge:
         return sum(shortcut.pairwise_embeddings(u, candidates) for u in queries)
 
     def _analytic(self, a, c):
-        from pyro_contrast.marginals.analytic import analytic_log_ratio, resolve_marginal
-
         if len(self._hops) != 2 or len(self._hops[0]) != 1:
             raise ValueError("method='analytic' is defined for a three-modality chain A – B – C")
         if self.marginal is None:
             raise ValueError(
                 "method='analytic' needs Bridge(..., marginal='sphere' | 'gaussian' | distribution)"
             )
+        from pyro_contrast.marginals.analytic import analytic_log_ratio, resolve_marginal
+
         if self._resolved_marginal is None:
             z_left, z_right = self.embed_bank(0)
             if z_left.shape != z_right.shape or not torch.allclose(z_left, z_right):

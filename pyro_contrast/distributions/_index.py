@@ -19,6 +19,8 @@ class IndexDistribution(TorchDistribution):
     has_enumerate_support = True
 
     def __init__(self, logits, *, validate_args=None):
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"logits must be a tensor, got {type(logits).__name__}")
         if logits.dim() < 1 or logits.shape[-1] == 0:
             raise ValueError(f"need at least one index, got logits of shape {tuple(logits.shape)}")
         # Normalize once; all-(-inf) rows (no admissible item) surface as a validation error.

@@ -33,6 +33,8 @@ class BridgedConditional(IndexDistribution):
     :param a: queries (a tensor, or a tuple of tensors for a fusion bridge), batch (N,).
     :param Tensor candidates: the K candidates of the last modality.
     :param str method: ``"exact"``, ``"lse"``, ``"direct"`` or ``"analytic"``.
+    :param Tensor logits: instead of a bridge, log probabilities ``batch_shape + (K,)``
+        directly (how Pyro's ``compute_marginals`` rebuilds enumerated sites).
 
     >>> import torch, pyro_contrast as pc
     >>> ab, bc = pc.Critic.from_embeddings(), pc.Critic.from_embeddings()
@@ -42,7 +44,15 @@ class BridgedConditional(IndexDistribution):
     (torch.Size([3]), torch.Size([6, 3]))
     """
 
-    def __init__(self, bridge, a, candidates, method="exact", *, validate_args=None):
+    def __init__(self, bridge=None, a=None, candidates=None, method="exact", *, logits=None,
+                 validate_args=None):
+        if logits is not None:
+            if bridge is not None or a is not None or candidates is not None:
+                raise ValueError("pass either logits= or (bridge, a, candidates), not both")
+            self.bridge = self.a = self.candidates = None
+            self.method = method
+            super().__init__(logits, validate_args=validate_args)
+            return
         if method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
         if not hasattr(bridge, "log_ratio"):

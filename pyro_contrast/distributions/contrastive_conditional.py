@@ -31,6 +31,9 @@ class ContrastiveConditional(IndexDistribution):
     :param Tensor x: conditioning inputs, encoded by ``critic.encode_x`` to ``(..., d)``.
     :param Tensor bank: bank of ``M`` inputs of the second modality (``critic.encode_y``).
     :param Tensor log_weights: optional (M,) log weights of the bank items.
+    :param Tensor logits: instead of a critic, the (unnormalized) log probabilities
+        ``batch_shape + (M,)`` directly; Pyro's ``compute_marginals`` rebuilds enumerated
+        sites this way.
 
     >>> critic = Critic.from_embeddings("cosine", temperature=0.1)
     >>> d = ContrastiveConditional(critic, torch.randn(4, 8), torch.randn(10, 8))
@@ -38,7 +41,14 @@ class ContrastiveConditional(IndexDistribution):
     (torch.Size([4]), torch.Size([4]))
     """
 
-    def __init__(self, critic, x, bank, log_weights=None, *, validate_args=None):
+    def __init__(self, critic=None, x=None, bank=None, log_weights=None, *, logits=None,
+                 validate_args=None):
+        if logits is not None:
+            if critic is not None or x is not None or bank is not None:
+                raise ValueError("pass either logits= or (critic, x, bank), not both")
+            self.critic = self.x = self.bank = self.log_weights = None
+            super().__init__(logits, validate_args=validate_args)
+            return
         if not isinstance(critic, Critic):
             raise TypeError(f"critic must be a pyro_contrast.Critic, got {type(critic).__name__}")
         bank = check_finite(as_float_tensor(bank, "bank"), "bank")
