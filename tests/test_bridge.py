@@ -16,7 +16,10 @@ def _critics(similarity, num, dim=4, seed=0):
     torch.manual_seed(seed)
     critics = []
     for i in range(num):
-        encoder_x, encoder_y = torch.nn.Linear(dim, dim).double(), torch.nn.Linear(dim, dim).double()
+        encoder_x, encoder_y = (
+            torch.nn.Linear(dim, dim).double(),
+            torch.nn.Linear(dim, dim).double(),
+        )
         critics.append(pc.Critic(encoder_x, encoder_y, similarity, temperature=0.3 + 0.2 * i))
     return critics
 

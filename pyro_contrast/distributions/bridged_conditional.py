@@ -1,5 +1,7 @@
 r"""The distribution over candidates of an unpaired modality, with the bridge marginalized."""
 
+import torch
+
 from pyro_contrast.distributions._index import IndexDistribution
 
 _METHODS = ("exact", "lse", "direct", "analytic")
@@ -30,7 +32,8 @@ class BridgedConditional(IndexDistribution):
        Probabilistic Alignment of Unpaired Modalities*.
 
     :param bridge: a :class:`~pyro_contrast.Bridge`.
-    :param a: queries (a tensor, or a tuple of tensors for a fusion bridge), batch (N,).
+    :param a: queries of shape ``batch_shape + (d,)`` (a tuple of such tensors for a
+        fusion bridge).
     :param Tensor candidates: the K candidates of the last modality.
     :param str method: ``"exact"``, ``"lse"``, ``"direct"`` or ``"analytic"``.
     :param Tensor logits: instead of a bridge, log probabilities ``batch_shape + (K,)``
@@ -44,8 +47,16 @@ class BridgedConditional(IndexDistribution):
     (torch.Size([3]), torch.Size([6, 3]))
     """
 
-    def __init__(self, bridge=None, a=None, candidates=None, method="exact", *, logits=None,
-                 validate_args=None):
+    def __init__(
+        self,
+        bridge=None,
+        a=None,
+        candidates=None,
+        method="exact",
+        *,
+        logits=None,
+        validate_args=None,
+    ):
         if logits is not None:
             if bridge is not None or a is not None or candidates is not None:
                 raise ValueError("pass either logits= or (bridge, a, candidates), not both")
@@ -61,6 +72,17 @@ class BridgedConditional(IndexDistribution):
         self.a = a
         self.candidates = candidates
         self.method = method
+        # Queries with several leading dims (nested plates) are scored as one flat batch.
+        fused = isinstance(a, (tuple, list))
+        first = a[0] if fused else a
+        if not isinstance(first, torch.Tensor) or first.dim() < 1:
+            raise ValueError("a must be a tensor (or tuple of tensors) of shape (..., d)")
+        batch_shape = first.shape[:-1]
+        if fused:
+            flat = tuple(x.reshape(-1, x.shape[-1]) for x in a)
+        else:
+            flat = a.reshape(-1, a.shape[-1])
+        logits = bridge.log_ratio(flat, candidates, method=method)
         super().__init__(
-            bridge.log_ratio(a, candidates, method=method), validate_args=validate_args
+            logits.reshape(batch_shape + logits.shape[-1:]), validate_args=validate_args
         )

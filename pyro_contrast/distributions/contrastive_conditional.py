@@ -41,8 +41,9 @@ class ContrastiveConditional(IndexDistribution):
     (torch.Size([4]), torch.Size([4]))
     """
 
-    def __init__(self, critic=None, x=None, bank=None, log_weights=None, *, logits=None,
-                 validate_args=None):
+    def __init__(
+        self, critic=None, x=None, bank=None, log_weights=None, *, logits=None, validate_args=None
+    ):
         if logits is not None:
             if critic is not None or x is not None or bank is not None:
                 raise ValueError("pass either logits= or (critic, x, bank), not both")
