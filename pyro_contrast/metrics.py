@@ -1,0 +1,234 @@
+r"""Per-query metrics of a score matrix over candidates.
+
+Every function takes ``(N, K)`` float64 numpy arrays of log-ratio scores (one row per query,
+one column per candidate) and returns one number per query, so that
+:func:`pyro_contrast.compare` can average them and bootstrap the average by reweighting
+queries. Ties are resolved by their expectation under uniformly random tie-breaking, so a
+method that gives all candidates the same score earns chance-level recall, not a perfect one.
+
+**References**
+
+1. B. Che, B. Eysenbach, "The 'Law' of the Unconscious Contrastive Learner: Probabilistic
+   Alignment of Unpaired Modalities", ICLR 2025.
+"""
+
+import numpy as np
+from scipy.special import digamma, log_softmax
+from scipy.stats import rankdata
+
+_EULER_GAMMA = 0.5772156649015329
+
+
+def _rank_counts(scores, positives):
+    positive_score = np.take_along_axis(scores, positives[:, None], axis=1)
+    greater = (scores > positive_score).sum(axis=1)
+    ties = (scores == positive_score).sum(axis=1) - 1  # the positive itself is not a tie
+    return greater, ties
+
+
+def recall_at_k(scores, positives, k):
+    r"""Probability that the true candidate is among the top ``k``, per query.
+
+    With ``g`` candidates scored strictly higher than the positive and ``t`` ties, the
+    positive's rank is uniform on ``g + 1 .. g + t + 1``, so
+
+    .. math:: \text{recall@}k = \mathrm{clip}\left(\frac{k - g}{t + 1}, 0, 1\right).
+
+    :param numpy.ndarray scores: ``(N, K)`` scores.
+    :param numpy.ndarray positives: ``(N,)`` index of each query's true candidate.
+    :param int k: cut-off, ``k >= 1``.
+    :returns: ``(N,)`` values in ``[0, 1]``.
+
+    >>> recall_at_k(np.array([[0.0, 2.0, 1.0]]), np.array([2]), 2)
+    array([1.])
+    """
+    greater, ties = _rank_counts(scores, positives)
+    return np.clip((k - greater) / (ties + 1.0), 0.0, 1.0)
+
+
+def reciprocal_rank(scores, positives):
+    r"""Expected reciprocal rank of the true candidate, per query.
+
+    .. math:: \mathbb{E}[1/r] = \frac{H_{g+t+1} - H_g}{t + 1},\qquad
+              H_n = \psi(n + 1) + \gamma.
+
+    :param numpy.ndarray scores: ``(N, K)`` scores.
+    :param numpy.ndarray positives: ``(N,)`` index of each query's true candidate.
+    :returns: ``(N,)`` values in ``(0, 1]``.
+
+    >>> reciprocal_rank(np.array([[0.0, 2.0, 1.0]]), np.array([2]))
+    array([0.5])
+    """
+    greater, ties = _rank_counts(scores, positives)
+    harmonic_high = digamma(greater + ties + 2.0) + _EULER_GAMMA
+    harmonic_low = digamma(greater + 1.0) + _EULER_GAMMA
+    return (harmonic_high - harmonic_low) / (ties + 1.0)
+
+
+def _row_pearson(x, y):
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (x * y).sum(axis=1) / denominator, np.nan)
+
+
+def spearman(reference, scores):
+    """Spearman rank correlation between two score rows, per query.
+
+    Ties get average ranks. A query where either row is constant has no defined correlation
+    and gets NaN (averages skip it).
+
+    :param numpy.ndarray reference: ``(N, K)`` reference scores.
+    :param numpy.ndarray scores: ``(N, K)`` scores of the method.
+    :returns: ``(N,)`` values in ``[-1, 1]`` or NaN.
+
+    >>> spearman(np.array([[0.0, 1.0, 2.0]]), np.array([[0.0, 5.0, 9.0]]))
+    array([1.])
+    """
+    return _row_pearson(rankdata(reference, axis=1), rankdata(scores, axis=1))
+
+
+def kendall(reference, scores, *, chunk_size=None):
+    r"""Kendall's :math:`\tau_b` between two score rows, per query.
+
+    .. math:: \tau_b = \frac{\sum_{i<j} \mathrm{sgn}(x_i - x_j)\,\mathrm{sgn}(y_i - y_j)}
+                            {\sqrt{(n_0 - n_x)(n_0 - n_y)}},
+
+    with :math:`n_0 = K(K-1)/2` and :math:`n_x, n_y` the tied pairs. Computed on blocks of
+    queries so memory stays near ``chunk_size * K * K`` numbers. Constant rows give NaN.
+
+    :param numpy.ndarray reference: ``(N, K)`` reference scores.
+    :param numpy.ndarray scores: ``(N, K)`` scores of the method.
+    :param int chunk_size: queries per block (default: about 4 million pair entries a block).
+    :returns: ``(N,)`` values in ``[-1, 1]`` or NaN.
+
+    >>> kendall(np.array([[0.0, 1.0, 2.0]]), np.array([[2.0, 1.0, 0.0]]))
+    array([-1.])
+    """
+    num_queries, num_candidates = reference.shape
+    if chunk_size is None:
+        chunk_size = max(1, 2**22 // max(1, num_candidates * num_candidates))
+    out = np.empty(num_queries)
+    for start in range(0, num_queries, chunk_size):
+        x = reference[start : start + chunk_size]
+        y = scores[start : start + chunk_size]
+        sign_x = np.sign(x[:, :, None] - x[:, None, :])
+        sign_y = np.sign(y[:, :, None] - y[:, None, :])
+        # each unordered pair appears twice in the full K x K matrices
+        concordance = (sign_x * sign_y).sum(axis=(1, 2)) / 2
+        untied_x = np.abs(sign_x).sum(axis=(1, 2)) / 2
+        untied_y = np.abs(sign_y).sum(axis=(1, 2)) / 2
+        denominator = np.sqrt(untied_x * untied_y)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + chunk_size] = np.where(
+                denominator > 0, concordance / denominator, np.nan
+            )
+    return out
+
+
+def kl_divergence(reference, scores):
+    r"""KL divergence between the candidate conditionals of two score rows, per query.
+
+    .. math:: \mathrm{KL}(p \,\|\, q) = \sum_k p_k (\log p_k - \log q_k),\qquad
+              p = \mathrm{softmax}_k(\text{reference}),\ q = \mathrm{softmax}_k(\text{scores}).
+
+    :param numpy.ndarray reference: ``(N, K)`` reference scores (``p``).
+    :param numpy.ndarray scores: ``(N, K)`` scores of the method (``q``).
+    :returns: ``(N,)`` non-negative values in nats.
+
+    >>> kl_divergence(np.zeros((1, 2)), np.zeros((1, 2)))
+    array([0.])
+    """
+    log_p = log_softmax(reference, axis=1)
+    log_q = log_softmax(scores, axis=1)
+    # p_k = 0 (underflow) contributes 0 whatever log q_k is
+    terms = np.where(log_p > -np.inf, np.exp(log_p) * (log_p - log_q), 0.0)
+    return np.maximum(terms.sum(axis=1), 0.0)
+
+
+def jensen_shannon(reference, scores):
+    r"""Jensen–Shannon divergence between the candidate conditionals, per query.
+
+    .. math:: \mathrm{JS}(p, q) = \tfrac12 \mathrm{KL}(p \,\|\, m) + \tfrac12 \mathrm{KL}(q
+              \,\|\, m),\qquad m = \tfrac12 (p + q),
+
+    bounded by :math:`\log 2`; :math:`\log m` is formed in log space.
+
+    :param numpy.ndarray reference: ``(N, K)`` reference scores.
+    :param numpy.ndarray scores: ``(N, K)`` scores of the method.
+    :returns: ``(N,)`` values in ``[0, log 2]`` nats.
+
+    >>> jensen_shannon(np.array([[0.0, -800.0]]), np.array([[-800.0, 0.0]])).round(6)
+    array([0.693147])
+    """
+    log_p = log_softmax(reference, axis=1)
+    log_q = log_softmax(scores, axis=1)
+    log_m = np.logaddexp(log_p, log_q) - np.log(2.0)
+    p_terms = np.where(log_p > -np.inf, np.exp(log_p) * (log_p - log_m), 0.0)
+    q_terms = np.where(log_q > -np.inf, np.exp(log_q) * (log_q - log_m), 0.0)
+    return np.clip(0.5 * (p_terms.sum(axis=1) + q_terms.sum(axis=1)), 0.0, np.log(2.0))
+
+
+def top1_agreement(reference, scores):
+    """Whether two score rows pick the same best candidate, per query (0 or 1).
+
+    :param numpy.ndarray reference: ``(N, K)`` reference scores.
+    :param numpy.ndarray scores: ``(N, K)`` scores of the method.
+    :returns: ``(N,)`` float array of zeros and ones.
+
+    >>> top1_agreement(np.array([[0.0, 1.0]]), np.array([[3.0, 2.0]]))
+    array([0.])
+    """
+    return (reference.argmax(axis=1) == scores.argmax(axis=1)).astype(np.float64)
+
+
+def calibration_moments(reference, scores, *, center=False):
+    """Per-query sufficient statistics of the affine fit ``reference ~ scores``.
+
+    Returns the sums over candidates of ``x, y, x*x, x*y, y*y`` with ``x`` the method's
+    scores and ``y`` the reference, so that any reweighting of queries (a bootstrap replicate)
+    gives the fit by summing rows first; see :func:`calibration_from_moments`.
+
+    :param numpy.ndarray reference: ``(N, K)`` reference scores (``y``).
+    :param numpy.ndarray scores: ``(N, K)`` scores of the method (``x``).
+    :param bool center: subtract each query's mean over candidates from both rows first, so
+        that only within-query contrasts are fitted (critics are defined up to a term in the
+        query alone).
+    :returns: ``(N, 5)`` array.
+
+    >>> calibration_moments(np.array([[1.0, 3.0]]), np.array([[0.0, 1.0]]))
+    array([[ 1.,  4.,  1.,  3., 10.]])
+    """
+    x, y = scores, reference
+    if center:
+        x = x - x.mean(axis=1, keepdims=True)
+        y = y - y.mean(axis=1, keepdims=True)
+    return np.stack([x.sum(1), y.sum(1), (x * x).sum(1), (x * y).sum(1), (y * y).sum(1)], 1)
+
+
+def calibration_from_moments(moments, count):
+    r"""Slope, intercept and :math:`R^2` of the least-squares fit ``y ≈ intercept + slope x``.
+
+    A calibrated method has slope 1 and intercept 0: ``slope`` is the factor that would
+    rescale (re-temper) its scores onto the reference.
+
+    :param numpy.ndarray moments: ``(..., 5)`` summed moments from
+        :func:`calibration_moments`.
+    :param count: number of (query, candidate) entries summed, broadcastable to ``(...)``.
+    :returns: ``(slope, intercept, r2)``, each of shape ``(...)``; NaN where ``x`` is constant.
+
+    >>> [float(v) for v in calibration_from_moments(np.array([1.0, 4.0, 1.0, 3.0, 10.0]), 2.0)]
+    [2.0, 1.0, 1.0]
+    """
+    sx, sy, sxx, sxy, syy = np.moveaxis(moments, -1, 0)
+    mean_x, mean_y = sx / count, sy / count
+    var_x = sxx / count - mean_x**2
+    var_y = syy / count - mean_y**2
+    cov = sxy / count - mean_x * mean_y
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = np.where(var_x > 0, cov / var_x, np.nan)
+        r2 = np.where((var_x > 0) & (var_y > 0), cov**2 / (var_x * var_y), np.nan)
+    intercept = mean_y - slope * mean_x
+    return slope, intercept, np.minimum(r2, 1.0)
+
