@@ -1,0 +1,120 @@
+r"""Chunked gradient of :func:`pyro_contrast.ops.logmatmul` (private).
+
+With softmax weights :math:`w_{nmk} = \exp(x_{nm} + y_{mk} - \mathrm{out}_{nk})`,
+
+.. math::
+
+    \frac{\partial L}{\partial x_{nm}} = \sum_k g_{nk} w_{nmk}, \qquad
+    \frac{\partial L}{\partial y_{mk}} = \sum_n g_{nk} w_{nmk}.
+
+Per chunk of the inner index both are GEMMs of the shifted factors ``exp(x_c - a_c)``,
+``exp(y_c - b_c)`` (entries in [0, 1]) with ``H = (g / s) exp(a_c + b_c - out)``, where
+``s = max|g|``. Where ``a_c + b_c - out <= T`` the entries of ``H`` stay below ``exp(T)``
+(no overflow) and a term lost to underflow weighs less than ``tiny exp(T) s``, negligible
+next to ``eps s``. The remaining cells (misaligned maxima, or a ``+inf``/NaN output) are
+gathered and their weights formed directly, as ``torch.logsumexp`` does. Cells whose output
+is ``-inf`` contribute nothing. Memory is O(N K + chunk) beyond the gradients themselves.
+
+Every operation here is an out-of-place differentiable torch op (shifts and masks are
+detached constants), so double backward works by differentiating this code.
+"""
+
+import math
+
+import torch
+
+from pyro_contrast.ops._logmatmul_kernels import (
+    _BLOCK_ELEMENTS,
+    _cell_index,
+    _finite_or_zero,
+    _has_special,
+    chunk_bounds,
+    chunk_maxima,
+    safe_threshold,
+    split_special,
+)
+
+
+def _fast_and_exact_cells(x, y, out, bounds):
+    """Detached chunk maxima, the GEMM-safe cell mask and the gathered cells."""
+    with torch.no_grad():
+        maxima, ref = chunk_maxima(x, y, bounds)
+        special = _has_special(maxima)
+        if special:
+            _, _, xs, ys = split_special(x, y)
+            maxima, ref = chunk_maxima(xs, ys, bounds)
+        out = out.detach()
+        threshold = safe_threshold(out.dtype, max(out.shape[-2], out.shape[-1], 1))
+        finite = torch.isfinite(out)
+        fast = finite & (ref - out <= threshold)
+        exact = (finite & ~fast) | torch.isnan(out) | (out == math.inf)
+    return maxima, fast, exact, special
+
+
+def _scale(grad):
+    scale = grad.detach().abs().amax() if grad.numel() else grad.new_ones(())
+    if not bool(torch.isfinite(scale)) or not bool(scale > 0):
+        scale = grad.new_ones(())
+    return scale
+
+
+def backward(x, y, out, grad, chunk):
+    """``(dx, dy)`` over the broadcast batch shape of ``out``."""
+    batch_shape = out.shape[:-2]
+    num_rows, num_inner, num_cols = x.shape[-2], x.shape[-1], y.shape[-1]
+    bounds = chunk_bounds(num_inner, chunk)
+    if not bounds:
+        return (
+            x.new_zeros(batch_shape + (num_rows, 0)),
+            y.new_zeros(batch_shape + (0, num_cols)),
+        )
+    maxima, fast, exact, special = _fast_and_exact_cells(x, y, out, bounds)
+    scale = _scale(grad)
+    weighted = grad / scale
+    x_fast, y_fast = x, y
+    if special:  # +inf/NaN inputs only touch gathered cells; keep them out of the GEMMs
+        x_fast = x.masked_fill(torch.isnan(x) | (x == math.inf), -math.inf)
+        y_fast = y.masked_fill(torch.isnan(y) | (y == math.inf), -math.inf)
+    cells = exact.nonzero(as_tuple=True)
+    if cells[-1].numel():
+        flat = _cell_index(cells, batch_shape)
+        x_cells = x.expand(batch_shape + x.shape[-2:])
+        grad_cells = grad[cells]
+        out_cells = out[cells]
+    dx_parts, dy_parts = [], []
+    for (lo, hi), (a, b) in zip(bounds, maxima, strict=True):
+        ex = (x_fast[..., lo:hi] - _finite_or_zero(a)).exp()
+        ey = (y_fast[..., lo:hi, :] - _finite_or_zero(b)).exp()
+        exponent = torch.where(fast, (a + b) - out, torch.full_like(out, -math.inf))
+        h = weighted * exponent.exp()
+        dx = ex * torch.matmul(h, ey.transpose(-1, -2)) * scale
+        dy = ey * torch.matmul(ex.transpose(-1, -2), h) * scale
+        dx = dx.expand(batch_shape + (num_rows, hi - lo))
+        dy = dy.expand(batch_shape + (hi - lo, num_cols))
+        if cells[-1].numel():
+            dx, dy = _add_exact(x_cells, y, cells, flat, grad_cells, out_cells, lo, hi, dx, dy)
+        dx_parts.append(dx)
+        dy_parts.append(dy)
+    return torch.cat(dx_parts, -1), torch.cat(dy_parts, -2)
+
+
+def _add_exact(x_cells, y, cells, flat, grad_cells, out_cells, lo, hi, dx, dy):
+    """Scatter ``g w`` of the gathered cells into the chunk gradients ``dx``, ``dy``."""
+    batch_shape = dx.shape[:-2]
+    *bidx, n, k = cells
+    num_rows, num_cols, width = dx.shape[-2], dy.shape[-1], hi - lo
+    xc = x_cells[..., lo:hi]
+    yc = y[..., lo:hi, :].transpose(-1, -2).expand(batch_shape + (num_cols, width))
+    dx = dx.reshape(-1, width)
+    dy = dy.transpose(-1, -2).reshape(-1, width)
+    step = max(1, _BLOCK_ELEMENTS // width)
+    for p in range(0, n.numel(), step):
+        sel = slice(p, p + step)
+        rows = tuple(i[sel] for i in bidx)
+        z = xc[rows + (n[sel],)] + yc[rows + (k[sel],)] - out_cells[sel].unsqueeze(-1)
+        contribution = grad_cells[sel].unsqueeze(-1) * z.exp()
+        dx = dx.index_add(0, flat[sel] * num_rows + n[sel], contribution)
+        dy = dy.index_add(0, flat[sel] * num_cols + k[sel], contribution)
+    dx = dx.reshape(batch_shape + (num_rows, width))
+    dy = dy.reshape(batch_shape + (num_cols, width)).transpose(-1, -2)
+    return dx, dy
