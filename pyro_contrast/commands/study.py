@@ -298,5 +298,8 @@ def main(argv=None):
     """
     parser = _one_line_errors(argparse.ArgumentParser(prog="pyro-contrast"))
     add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # usage errors (code 2) and --help (code 0)
+        return stop.code
     return args.func(args)
