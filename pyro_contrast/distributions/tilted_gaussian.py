@@ -60,7 +60,11 @@ class TiltedGaussian(MultivariateNormal):
         super().__init__(
             loc, covariance_matrix, precision_matrix, scale_tril, validate_args=validate_args
         )
-        if torch.broadcast_shapes(log_normalizer.shape, self.batch_shape) != self.batch_shape:
+        try:
+            fits = torch.broadcast_shapes(log_normalizer.shape, self.batch_shape)
+        except RuntimeError:
+            fits = None
+        if fits != self.batch_shape:
             raise ValueError(
                 f"log_normalizer of shape {tuple(log_normalizer.shape)} does not broadcast to "
                 f"the batch shape {tuple(self.batch_shape)}"
@@ -170,7 +174,7 @@ class TiltedGaussian(MultivariateNormal):
         hl = H @ scale_tril
         inner = _cholesky(torch.eye(loc.shape[-1], dtype=H.dtype) + hl.mT @ hl / tau)
         half = torch.linalg.solve_triangular(inner, scale_tril.mT, upper=False)
-        upper = torch.linalg.qr(half, mode="r")[1]
+        upper = torch.linalg.qr(half)[1]
         sign = torch.where(upper.diagonal(dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(upper.dtype)
         post_tril = upper.mT * sign.unsqueeze(-2)
         post_tril = post_tril.expand(mean.shape[:-1] + post_tril.shape[-2:])
@@ -292,7 +296,7 @@ def _prepare(**named):
         temp = as_float_tensor(temperature, "temperature")
         dtype = torch.promote_types(dtype, temp.dtype)
     elif isinstance(temperature, numbers.Real) and not isinstance(temperature, bool):
-        temp = torch.tensor(float(temperature))
+        temp = torch.tensor(float(temperature), dtype=torch.float64)
     else:
         raise TypeError(f"temperature must be a positive number or tensor, got {temperature!r}")
     if not (torch.isfinite(temp).all() and (temp > 0).all()):
