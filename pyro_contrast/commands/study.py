@@ -103,8 +103,15 @@ def add_parsers(subparsers):
     compare.set_defaults(func=_guard("compare", run_compare))
 
     diagnose = _one_line_errors(subparsers.add_parser(
-        "diagnose", help="check a study's assumptions", description=run_diagnose.__doc__))
+        "diagnose", help="test whether the direct shortcut is justified for a study",
+        description=run_diagnose.__doc__))
     diagnose.add_argument("study", help="study folder written by 'pyro-contrast bridge'")
+    diagnose.add_argument("--alpha", type=float, default=0.05, help="level of each test")
+    diagnose.add_argument("--num-bootstrap", type=int, default=1000,
+                          help="bootstrap replicates of the agreement intervals")
+    diagnose.add_argument("--seed", type=int, default=0, help="seed of subsampling/bootstrap")
+    diagnose.add_argument("--out", default=None, help="also save the report as text")
+    diagnose.add_argument("--force", action="store_true", help="replace an existing --out")
     diagnose.set_defaults(func=_guard("diagnose", run_diagnose))
     return subparsers
 
@@ -164,6 +171,42 @@ def _positives(mode, queries, candidates, shape):
     return None, "none"
 
 
+def _load_bridge(queries, bank, candidates, *, similarity, temperature_ab=None,
+                 temperature_bc=None, direct_temperature=None, marginal=None):
+    """Read the three embedding files and build the A-B-C bridge over them."""
+    from pyro_contrast.bank import Bank
+    from pyro_contrast.bridge import Bridge
+    from pyro_contrast.critics import Critic
+    from pyro_contrast.io import read_embedding_file
+
+    files = {name: read_embedding_file(path) for name, path in
+             (("queries", queries), ("bank", bank), ("candidates", candidates))}
+    bank_ab = files["bank"].embeddings("ab", name=f"{bank}[ab]")
+    bank_bc = files["bank"].embeddings("bc", name=f"{bank}[bc]")
+    if bank_ab.shape[0] != bank_bc.shape[0]:
+        raise _UsageError(f"{bank}: 'ab' has {bank_ab.shape[0]} rows but 'bc' has "
+                          f"{bank_bc.shape[0]}; both must embed the same bank items")
+    a = files["queries"].embeddings(dim=bank_ab.shape[1], name=queries)
+    c = files["candidates"].embeddings(dim=bank_bc.shape[1], name=candidates)
+    t_ab = _temperature(temperature_ab, "--temperature-ab",
+                        [("bank file", files["bank"], "temperature_ab"),
+                         ("query file", files["queries"], "temperature")])
+    t_bc = _temperature(temperature_bc, "--temperature-bc",
+                        [("bank file", files["bank"], "temperature_bc"),
+                         ("candidate file", files["candidates"], "temperature")])
+    if direct_temperature is not None and not direct_temperature > 0:
+        raise _UsageError(f"--direct-temperature must be positive, got {direct_temperature}")
+    bridge = Bridge(
+        [Critic.from_embeddings(similarity, t_ab[0]),
+         Critic.from_embeddings(similarity, t_bc[0])],
+        [Bank(views=(bank_ab, bank_bc))],
+        marginal=marginal,
+        direct_temperature=direct_temperature,
+        progress=False,
+    )
+    return bridge, a, c, files, (t_ab, t_bc)
+
+
 def run_bridge(args):
     """Bridge A to C through a bank of B items and write a study folder.
 
@@ -174,9 +217,6 @@ def run_bridge(args):
     Prints the comparison table and writes scores.npz, study.json, result.json, table.csv,
     table.txt and plots to --out.
     """
-    from pyro_contrast.bank import Bank
-    from pyro_contrast.bridge import Bridge
-    from pyro_contrast.critics import Critic
     from pyro_contrast.io import read_embedding_file
     from pyro_contrast.study import Study
 
@@ -185,24 +225,11 @@ def run_bridge(args):
         raise _UsageError(f"{args.out} is not empty (use --force to replace its study files)")
     options = _compare_options(args)
     methods, skip_inapplicable = _methods(args.method, args.marginal)
-    queries_file = read_embedding_file(args.queries)
-    bank_file = read_embedding_file(args.bank)
-    candidates_file = read_embedding_file(args.candidates)
-    bank_ab = bank_file.embeddings("ab", name=f"{args.bank}[ab]")
-    bank_bc = bank_file.embeddings("bc", name=f"{args.bank}[bc]")
-    if bank_ab.shape[0] != bank_bc.shape[0]:
-        raise _UsageError(f"{args.bank}: 'ab' has {bank_ab.shape[0]} rows but 'bc' has "
-                          f"{bank_bc.shape[0]}; both must embed the same bank items")
-    a = queries_file.embeddings(dim=bank_ab.shape[1], name=args.queries)
-    c = candidates_file.embeddings(dim=bank_bc.shape[1], name=args.candidates)
-    t_ab, t_ab_source = _temperature(args.temperature_ab, "--temperature-ab",
-                                     [("bank file", bank_file, "temperature_ab"),
-                                      ("query file", queries_file, "temperature")])
-    t_bc, t_bc_source = _temperature(args.temperature_bc, "--temperature-bc",
-                                     [("bank file", bank_file, "temperature_bc"),
-                                      ("candidate file", candidates_file, "temperature")])
-    if args.direct_temperature is not None and not args.direct_temperature > 0:
-        raise _UsageError(f"--direct-temperature must be positive, got {args.direct_temperature}")
+    bridge, a, c, files, temperatures = _load_bridge(
+        args.queries, args.bank, args.candidates, similarity=args.similarity,
+        temperature_ab=args.temperature_ab, temperature_bc=args.temperature_bc,
+        direct_temperature=args.direct_temperature, marginal=args.marginal)
+    (t_ab, t_ab_source), (t_bc, t_bc_source) = temperatures
     shape = (a.shape[0], c.shape[0])
     truth = None
     if args.truth is not None:
@@ -211,16 +238,8 @@ def run_bridge(args):
             raise _UsageError(f"{args.truth} must have shape (queries, candidates) = {shape}, "
                               f"got {tuple(truth.shape)}")
         truth = truth.double().numpy()
-    positives, positives_source = _positives(args.positives, queries_file, candidates_file,
-                                             shape)
-    bridge = Bridge(
-        [Critic.from_embeddings(args.similarity, t_ab), Critic.from_embeddings(args.similarity,
-                                                                               t_bc)],
-        [Bank(views=(bank_ab, bank_bc))],
-        marginal=args.marginal,
-        direct_temperature=args.direct_temperature,
-        progress=False,
-    )
+    positives, positives_source = _positives(args.positives, files["queries"],
+                                             files["candidates"], shape)
     scores, skipped = {}, {}
     with torch.no_grad():
         for method in methods:
@@ -242,7 +261,7 @@ def run_bridge(args):
         "temperature_bc": t_bc, "temperature_bc_source": t_bc_source,
         "direct_temperature": args.direct_temperature,
         "marginal": args.marginal,
-        "num_queries": shape[0], "num_candidates": shape[1], "bank_size": bank_ab.shape[0],
+        "num_queries": shape[0], "num_candidates": shape[1], "bank_size": len(bridge.banks[0]),
         "positives": positives_source,
         "skipped_methods": skipped,
         "compare_options": {k: list(v) if isinstance(v, tuple) else v
@@ -252,7 +271,7 @@ def run_bridge(args):
     result = study.compare(**options)
     study.save(out, result=result, overwrite=args.force, plots=not args.no_plots)
     print(f"temperatures: A-B {t_ab:g} ({t_ab_source}), B-C {t_bc:g} ({t_bc_source}); "
-          f"bank of {bank_ab.shape[0]}; true candidates: {positives_source}")
+          f"bank of {len(bridge.banks[0])}; true candidates: {positives_source}")
     for method, reason in skipped.items():
         print(f"skipped {method}: {reason}")
     print(result.to_string())
@@ -278,15 +297,38 @@ def run_compare(args):
 
 
 def run_diagnose(args):
-    """Check the assumptions behind a study (needs pyro_contrast.diagnostics)."""
+    """Test whether the direct shortcut is justified for a study (pc.diagnose).
+
+    Rebuilds the study's bridge from the embedding files and critic settings recorded in its
+    study.json, runs the assumption tests and the direct-vs-exact agreement, and prints the
+    report (exit code 0 whatever the verdict).
+    """
+    from pyro_contrast.diagnostics import diagnose
     from pyro_contrast.study import Study
 
     study = Study.load(args.study)
-    try:
-        from pyro_contrast.diagnostics import diagnose
-    except ImportError:
-        raise _UsageError("diagnostics are not available in this installation") from None
-    print(diagnose(study))
+    meta = study.metadata
+    files = meta.get("files") or {}
+    if meta.get("command") != "bridge" or not all(files.get(k) for k in
+                                                  ("queries", "bank", "candidates")):
+        raise _UsageError(f"{args.study} was not written by 'pyro-contrast bridge': "
+                          "no embedding files to diagnose")
+    bridge, a, c, _, _ = _load_bridge(
+        files["queries"], files["bank"], files["candidates"], similarity=meta["similarity"],
+        temperature_ab=meta["temperature_ab"], temperature_bc=meta["temperature_bc"],
+        direct_temperature=meta.get("direct_temperature"), marginal=meta.get("marginal"))
+    if a.shape[1] != c.shape[1]:
+        raise _UsageError(f"queries ({a.shape[1]}-d) and candidates ({c.shape[1]}-d) live in "
+                          "different spaces: there is no direct shortcut to diagnose")
+    report = diagnose(bridge, a, c, alpha=args.alpha, num_bootstrap=args.num_bootstrap,
+                      generator=args.seed)
+    text = report.summary()
+    print(text)
+    if args.out is not None:
+        from pyro_contrast.io import atomic_write
+
+        atomic_write(args.out, lambda handle: handle.write((text + "\n").encode()),
+                     overwrite=args.force)
     return 0
 
 

@@ -244,3 +244,39 @@ def test_text_example_runs_the_study(tmp_path, capsys):
     assert "elpd_loo" in out and "recall@1" in out
     assert (tmp_path / "s" / "explanation.png").exists()
     assert list(Study.load(tmp_path / "s").scores_by_method) == ["exact", "lse", "direct"]
+
+
+def test_diagnose_rebuilds_the_bridge_from_the_study(files, capsys):
+    from pyro_contrast.diagnostics import diagnose
+
+    out = files["dir"] / "s"
+    assert main(_bridge_args(files, out, "--num-bootstrap", "0", "--no-plots")) == 0
+    capsys.readouterr()
+    report_path = files["dir"] / "report.txt"
+    assert main(["diagnose", str(out), "--num-bootstrap", "50", "--out", str(report_path)]) == 0
+    printed = capsys.readouterr().out
+    a, bank_ab, bank_bc, c, _ = files["arrays"]
+    bridge = Bridge([Critic.from_embeddings("cosine", T_AB), Critic.from_embeddings("cosine",
+                                                                                    T_BC)],
+                    [Bank(views=(torch.as_tensor(bank_ab), torch.as_tensor(bank_bc)))])
+    expected = diagnose(bridge, torch.as_tensor(a), torch.as_tensor(c), num_bootstrap=50,
+                        generator=0)
+    assert printed.strip() == expected.summary().strip()
+    assert report_path.read_text().strip() == printed.strip()
+    assert main(["diagnose", str(out), "--out", str(report_path)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_diagnose_errors_are_one_line(files, tmp_path, capsys):
+    Study({"exact": np.eye(3)}).save(tmp_path / "api")
+    out = files["dir"] / "s"
+    assert main(_bridge_args(files, out, "--num-bootstrap", "0", "--no-plots")) == 0
+    capsys.readouterr()
+    (files["dir"] / "bank.npz").unlink()  # the study's input moved away
+    for argv, match in [(["diagnose", str(tmp_path / "api")], "not written by"),
+                        (["diagnose", str(out)], "no such file"),
+                        (["diagnose", str(tmp_path / "none")], "no such study folder"),
+                        (["diagnose", str(out), "--alpha", "x"], "invalid float")]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and match in err, (argv, err)
