@@ -1,0 +1,187 @@
+r"""The von Mises–Fisher distribution on the sphere :math:`S^{d-1}` in any dimension."""
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution, constraints
+
+from pyro_contrast.ops.bessel import bessel_ratio, log_hyp0f1_sphere
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _log_sphere_area(dim):
+    """``log |S^{d-1}| = log 2 + (d/2) log pi - lgamma(d/2)``."""
+    return math.log(2.0) + 0.5 * dim * math.log(math.pi) - math.lgamma(0.5 * dim)
+
+
+class VonMisesFisher(TorchDistribution):
+    r"""von Mises–Fisher distribution on the unit sphere :math:`S^{d-1} \subset \mathbb{R}^d`.
+
+    .. math::
+
+        p(x \mid \mu, \kappa) = \frac{\exp(\kappa\, \mu^\top x)}{|S^{d-1}|\,
+        {}_0F_1(; d/2; \kappa^2/4)}, \qquad x, \mu \in S^{d-1},\ \kappa \ge 0.
+
+    It is the conditional of a uniform-sphere representation tilted by a cosine critic
+    :math:`\kappa \cos(u, z)` (MATH.md §3). ``log_prob`` is evaluated as
+    :math:`\kappa(\mu^\top x - 1) - [L_d(\kappa) - \kappa] - \log|S^{d-1}|`, which avoids
+    cancelling two numbers of size :math:`\kappa`, with the stable log-Bessel function
+    :func:`~pyro_contrast.ops.bessel.log_hyp0f1_sphere`: finite and accurate for
+    :math:`d` up to thousands and :math:`\kappa` from 0 to :math:`10^5`, and differentiable
+    in ``loc`` and ``concentration``. Sampling uses Wood's rejection scheme, vectorized over
+    all draws (acceptance rate at least 0.68 for every :math:`d, \kappa`), followed by a
+    Householder reflection of :math:`e_1` onto :math:`\mu`.
+
+    **References**
+
+    1. A. T. A. Wood (1994). Simulation of the von Mises Fisher distribution.
+       *Communications in Statistics – Simulation and Computation* 23(1), 157–164.
+    2. K. V. Mardia, P. E. Jupp (2000). *Directional Statistics*, §9.3.
+
+    :param Tensor loc: unit mean direction, shape ``batch_shape + (d,)`` with :math:`d \ge 2`.
+    :param concentration: non-negative concentration :math:`\kappa`, broadcastable with
+        ``loc[..., 0]``.
+
+    >>> d = VonMisesFisher(torch.tensor([0.0, 0.0, 1.0]), torch.tensor(10.0))
+    >>> d.sample((5,)).shape
+    torch.Size([5, 3])
+    >>> round(float(d.log_prob(torch.tensor([0.0, 0.0, 1.0]))), 4)  # log(k / (2 pi (1 - e^-2k)))
+    0.4647
+    """
+
+    arg_constraints = {"loc": constraints.real_vector, "concentration": constraints.nonnegative}
+    support = constraints.sphere
+    has_rsample = False
+
+    def __init__(self, loc, concentration, *, validate_args=None):
+        if not torch.is_tensor(loc):
+            raise TypeError(f"loc must be a torch.Tensor, got {type(loc).__name__}")
+        if loc.dim() < 1 or loc.shape[-1] < 2:
+            raise ValueError(f"loc must have shape (..., d) with d >= 2, got {tuple(loc.shape)}")
+        concentration = torch.as_tensor(concentration, device=loc.device)
+        dtype = torch.promote_types(loc.dtype, concentration.dtype)
+        if not dtype.is_floating_point or dtype in _LOW_PRECISION:
+            dtype = torch.promote_types(dtype, torch.float32)
+        loc, concentration = loc.to(dtype), concentration.to(dtype)
+        batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
+        self.loc = loc.expand(batch_shape + loc.shape[-1:])
+        self.concentration = concentration.expand(batch_shape)
+        super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
+        if self._validate_args:
+            self._validate_parameters()
+
+    def _validate_parameters(self):
+        dim = self.event_shape[0]
+        tolerance = 100 * torch.finfo(self.loc.dtype).eps * dim**0.5
+        error = (torch.linalg.vector_norm(self.loc, dim=-1) - 1).abs()
+        if not torch.all(error <= tolerance):
+            raise ValueError(
+                f"loc must have unit norm (largest deviation {float(error.max()):.3g})"
+            )
+        if not torch.isfinite(self.concentration).all():
+            raise ValueError("concentration must be finite")
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(VonMisesFisher, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.loc = self.loc.expand(batch_shape + self.event_shape)
+        new.concentration = self.concentration.expand(batch_shape)
+        super(VonMisesFisher, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def dim(self):
+        return self.event_shape[0]
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        kappa = self.concentration
+        cosine_gap = (value * self.loc).sum(-1) - 1
+        log_normalizer = log_hyp0f1_sphere(self.dim, kappa, scaled=True)
+        return kappa * cosine_gap - log_normalizer - _log_sphere_area(self.dim)
+
+    def _sample_cosine(self, kappa):
+        """Wood's rejection sampler for ``W = mu . x``, vectorized over the flat ``kappa``."""
+        d = self.dim
+        b = (d - 1) / (2 * kappa + torch.sqrt(4 * kappa**2 + (d - 1) ** 2))
+        beta = torch.distributions.Beta(
+            kappa.new_tensor(0.5 * (d - 1)), kappa.new_tensor(0.5 * (d - 1))
+        )
+        w = torch.empty_like(kappa)
+        one_minus_w = torch.empty_like(kappa)
+        pending = torch.arange(kappa.numel(), device=kappa.device)
+        while pending.numel():
+            k, bk = kappa[pending], b[pending]
+            z = beta.sample(pending.shape)
+            denominator = (1 - z) + bk * z
+            # Wood's test written without cancelling terms (MATH.md §4)
+            log_accept = k * 2 * bk * (1 - 2 * z) / ((1 + bk) * denominator) + (d - 1) * (
+                torch.log1p(bk) - math.log(2.0) - torch.log(denominator)
+            )
+            accept = torch.rand_like(z).log() <= log_accept
+            done = pending[accept]
+            w[done] = ((1 - (1 + bk) * z) / denominator)[accept]
+            one_minus_w[done] = (2 * bk * z / denominator)[accept]
+            pending = pending[~accept]
+        return w, one_minus_w
+
+    def sample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        d = self.dim
+        with torch.no_grad():
+            # the scalar rejection step runs in float64; the d-vectors in the working dtype
+            kappa = self.concentration.double().expand(shape[:-1]).reshape(-1)
+            w, one_minus_w = self._sample_cosine(kappa)
+            radius = torch.sqrt(one_minus_w * (2 - one_minus_w))
+            tangent = torch.randn(kappa.numel(), d - 1, dtype=self.loc.dtype, device=kappa.device)
+            tangent = tangent / torch.linalg.vector_norm(tangent, dim=-1, keepdim=True)
+            dtype = self.loc.dtype
+            x = torch.cat([w.to(dtype).unsqueeze(-1), radius.to(dtype).unsqueeze(-1) * tangent], -1)
+            x = x.reshape(shape)
+            return self._rotate_from_e1(x)
+
+    def _rotate_from_e1(self, x):
+        """Apply an orthogonal map sending ``e1`` to ``loc`` (a signed Householder reflection)."""
+        mu = self.loc
+        # u = e1 + sign * mu with sign = sign(mu_1) keeps |u|^2 = 2 (1 + |mu_1|) >= 2
+        sign = torch.where(mu[..., :1] >= 0, 1.0, -1.0).to(mu.dtype)
+        u = sign * mu
+        u = torch.cat([u[..., :1] + 1, u[..., 1:]], -1)
+        norm_sq = 2 * (1 + (sign * mu[..., :1]))
+        reflected = x - u * (2 * (x * u).sum(-1, keepdim=True) / norm_sq)
+        # for sign = +1 the reflection maps e1 to -mu; negating is still orthogonal
+        return -sign * reflected
+
+    def _ratio_terms(self):
+        """``(A, A / kappa)`` in float64, with ``A / kappa -> 1 / d`` at ``kappa = 0``."""
+        kappa = self.concentration.double()
+        ratio = bessel_ratio(self.dim, kappa)
+        safe = torch.where(kappa > 0, kappa, 1.0)
+        return ratio, torch.where(kappa > 0, ratio / safe, 1.0 / self.dim)
+
+    @property
+    def mean(self):
+        ratio = bessel_ratio(self.dim, self.concentration)
+        return ratio.unsqueeze(-1) * self.loc
+
+    @property
+    def variance(self):
+        r"""Diagonal of :math:`E[xx^\top] - E[x]E[x]^\top` with
+        :math:`E[xx^\top] = (A/\kappa) I + (1 - dA/\kappa)\mu\mu^\top`."""
+        ratio, over_kappa = self._ratio_terms()
+        # variance along mu is A'(kappa) = 1 - A^2 - (d - 1) A / kappa
+        along = 1 - ratio**2 - (self.dim - 1) * over_kappa
+        mu_sq = self.loc.double() ** 2
+        variance = over_kappa.unsqueeze(-1) * (1 - mu_sq) + along.unsqueeze(-1) * mu_sq
+        return variance.clamp(min=0).to(self.loc.dtype)
+
+    def entropy(self):
+        kappa = self.concentration.double()
+        ratio = bessel_ratio(self.dim, kappa)
+        log_normalizer = log_hyp0f1_sphere(self.dim, kappa, scaled=True)
+        # H = log|S| + L(k) - k A, with L(k) - k A = [L(k) - k] + k (1 - A)
+        entropy = _log_sphere_area(self.dim) + log_normalizer + kappa * (1 - ratio)
+        return entropy.to(self.concentration.dtype)
