@@ -95,18 +95,29 @@ def kendall(reference, scores, *, chunk_size=None):
     .. math:: \tau_b = \frac{\sum_{i<j} \mathrm{sgn}(x_i - x_j)\,\mathrm{sgn}(y_i - y_j)}
                             {\sqrt{(n_0 - n_x)(n_0 - n_y)}},
 
-    with :math:`n_0 = K(K-1)/2` and :math:`n_x, n_y` the tied pairs. Computed on blocks of
-    queries so memory stays near ``chunk_size * K * K`` numbers. Constant rows give NaN.
+    with :math:`n_0 = K(K-1)/2` and :math:`n_x, n_y` the tied pairs. Up to
+    ``_PAIRWISE_MAX_CANDIDATES`` candidates the signs of all pairs are formed directly (blocks
+    of ``chunk_size`` queries); beyond that, Knight's :math:`O(K \log K)` algorithm counts the
+    discordant pairs as inversions with a Fenwick tree run on all queries at once. Constant
+    rows give NaN.
 
     :param numpy.ndarray reference: ``(N, K)`` reference scores.
     :param numpy.ndarray scores: ``(N, K)`` scores of the method.
-    :param int chunk_size: queries per block (default: about 4 million pair entries a block).
+    :param int chunk_size: queries per block of the pairwise path (default: about 4 million
+        pair entries a block).
     :returns: ``(N,)`` values in ``[-1, 1]`` or NaN.
+
+    **References**
+
+    1. W. R. Knight, "A Computer Method for Calculating Kendall's Tau with Ungrouped Data",
+       Journal of the American Statistical Association 61, 1966.
 
     >>> kendall(np.array([[0.0, 1.0, 2.0]]), np.array([[2.0, 1.0, 0.0]]))
     array([-1.])
     """
     num_queries, num_candidates = reference.shape
+    if num_candidates > _PAIRWISE_MAX_CANDIDATES:
+        return _kendall_knight(reference, scores)
     if chunk_size is None:
         chunk_size = max(1, 2**22 // max(1, num_candidates * num_candidates))
     out = np.empty(num_queries)
@@ -119,12 +130,70 @@ def kendall(reference, scores, *, chunk_size=None):
         concordance = (sign_x * sign_y).sum(axis=(1, 2)) / 2
         untied_x = np.abs(sign_x).sum(axis=(1, 2)) / 2
         untied_y = np.abs(sign_y).sum(axis=(1, 2)) / 2
-        denominator = np.sqrt(untied_x * untied_y)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start : start + chunk_size] = np.where(
-                denominator > 0, concordance / denominator, np.nan
-            )
+        out[start : start + chunk_size] = _ratio(concordance, untied_x * untied_y)
     return out
+
+
+_PAIRWISE_MAX_CANDIDATES = 24  # the O(K^2) path is faster below this (measured)
+
+
+def _ratio(numerator, squared_denominator):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(squared_denominator > 0, numerator / np.sqrt(squared_denominator), np.nan)
+
+
+def _tied_pairs(boundaries):
+    """Pairs tied within runs of a sorted row; ``boundaries`` marks where a new run starts."""
+    num_rows, length = boundaries.shape
+    run = np.cumsum(boundaries, axis=1) - 1 + (np.arange(num_rows) * length)[:, None]
+    sizes = np.bincount(run.ravel(), minlength=num_rows * length).reshape(num_rows, length)
+    return (sizes * (sizes - 1) // 2).sum(axis=1)
+
+
+def _kendall_knight(x, y):
+    num_rows, length = x.shape
+    order = np.lexsort((y, x), axis=-1)  # by x, ties by y: x-ties add no inversions
+    x = np.take_along_axis(x, order, axis=1)
+    y = np.take_along_axis(y, order, axis=1)
+    first = np.ones((num_rows, 1), dtype=bool)
+    new_x = np.concatenate([first, x[:, 1:] != x[:, :-1]], axis=1)
+    new_joint = np.concatenate([first, new_x[:, 1:] | (y[:, 1:] != y[:, :-1])], axis=1)
+    sorted_y = np.sort(y, axis=1)
+    new_y = np.concatenate([first, sorted_y[:, 1:] != sorted_y[:, :-1]], axis=1)
+    total = length * (length - 1) // 2
+    tied_x, tied_y = _tied_pairs(new_x), _tied_pairs(new_y)
+    tied_both = _tied_pairs(new_joint)
+    ranks = rankdata(y, method="dense", axis=1).astype(np.int64)  # 1..K
+    discordant = _count_inversions(ranks)
+    concordance = total - tied_x - tied_y + tied_both - 2 * discordant
+    return _ratio(concordance.astype(np.float64),
+                  (total - tied_x).astype(np.float64) * (total - tied_y))
+
+
+def _count_inversions(ranks):
+    """Per row, pairs ``i < j`` with ``ranks[i] > ranks[j]`` (Fenwick tree, rows in parallel)."""
+    num_rows, length = ranks.shape
+    sink = length + 1  # updates past the last node land here and are never read
+    steps = int(length).bit_length() + 1
+    # the nodes a prefix query reads and an update writes, for every rank 1..K (padded with
+    # node 0, which stays zero, and with the sink)
+    read = np.zeros((length + 1, steps), dtype=np.int64)
+    write = np.full((length + 1, steps), sink, dtype=np.int64)
+    for rank in range(1, length + 1):
+        node, step = rank, 0
+        while node > 0:
+            read[rank, step], node, step = node, node - (node & -node), step + 1
+        node, step = rank, 0
+        while node <= length:
+            write[rank, step], node, step = node, node + (node & -node), step + 1
+    tree = np.zeros((num_rows, length + 2), dtype=np.int64)
+    rows = np.arange(num_rows)[:, None]
+    inversions = np.zeros(num_rows, dtype=np.int64)
+    for j in range(length):
+        rank = ranks[:, j]
+        inversions += j - tree[rows, read[rank]].sum(axis=1)
+        tree[rows, write[rank]] += 1  # nodes on one path are distinct (the sink aside)
+    return inversions
 
 
 def kl_divergence(reference, scores):

@@ -53,7 +53,7 @@ def test_recall_and_mrr_without_ties_match_argsort(shape):
 
 
 @pytest.mark.parametrize("ties", [False, True])
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES + [(9, 60)])  # K = 60 takes the O(K log K) path
 def test_rank_correlations_match_scipy(shape, ties):
     x, y = _scores(shape, ties, seed=0), _scores(shape, ties, seed=1)
     expected_s, expected_k = [], []
@@ -67,6 +67,20 @@ def test_rank_correlations_match_scipy(shape, ties):
     assert_close(metrics.spearman(x, y), np.array(expected_s), atol=1e-12)
     assert_close(metrics.kendall(x, y), np.array(expected_k), atol=1e-12)
     assert_close(metrics.kendall(x, y, chunk_size=2), np.array(expected_k), atol=1e-12)
+    # both algorithms agree whatever the size
+    assert_close(metrics._kendall_knight(x, y), np.array(expected_k), atol=1e-12)
+
+
+def test_kendall_is_fast_for_many_candidates():
+    import time
+
+    x, y = _scores((500, 1000), False, 0), _scores((500, 1000), True, 1)
+    start = time.perf_counter()
+    tau = metrics.kendall(x, y)
+    # the O(K^2) path took ~60 s here; O(K log K) takes ~0.5 s, generous bound for CI load
+    assert time.perf_counter() - start < 10.0
+    expected = scipy.stats.kendalltau(x[0], y[0]).statistic
+    assert_close(tau[0], expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
