@@ -166,8 +166,9 @@ def _kendall_knight(x, y):
     ranks = rankdata(y, method="dense", axis=1).astype(np.int64)  # 1..K
     discordant = _count_inversions(ranks)
     concordance = total - tied_x - tied_y + tied_both - 2 * discordant
-    return _ratio(concordance.astype(np.float64),
-                  (total - tied_x).astype(np.float64) * (total - tied_y))
+    return _ratio(
+        concordance.astype(np.float64), (total - tied_x).astype(np.float64) * (total - tied_y)
+    )
 
 
 def _count_inversions(ranks):
@@ -300,4 +301,3 @@ def calibration_from_moments(moments, count):
         r2 = np.where((var_x > 0) & (var_y > 0), cov**2 / (var_x * var_y), np.nan)
     intercept = mean_y - slope * mean_x
     return slope, intercept, np.minimum(r2, 1.0)
-

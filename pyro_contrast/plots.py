@@ -147,8 +147,7 @@ def plot_calibration(
         mean_y = np.bincount(bins, y)[used] / counts[used]
         second = np.bincount(bins, y * y)[used] / counts[used]
         error = 1.96 * np.sqrt(np.maximum(second - mean_y**2, 0.0) / counts[used])
-        ax.errorbar(mean_x, mean_y, yerr=error, marker="o", markersize=3, capsize=2,
-                    label=method)
+        ax.errorbar(mean_x, mean_y, yerr=error, marker="o", markersize=3, capsize=2, label=method)
         extremes += [mean_x.min(), mean_x.max(), mean_y.min(), mean_y.max()]
     low, high = float(min(extremes)), float(max(extremes))
     ax.plot([low, high], [low, high], color="black", linewidth=0.8, linestyle="--")
@@ -203,8 +202,7 @@ def plot_recall_vs_bank_size(
     return _finish(figure, path, overwrite)
 
 
-def plot_explanation(posterior, labels, *, top=10, query=0, title=None, path=None,
-                     overwrite=False):
+def plot_explanation(posterior, labels, *, top=10, query=0, title=None, path=None, overwrite=False):
     """The bank items that best explain a match: the top of ``p(b_m | a, c)``.
 
     :param posterior: ``(M,)`` posterior over bank items, or ``(N, M)`` from

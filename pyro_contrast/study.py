@@ -90,8 +90,10 @@ class ComparisonResult:
 
         estimate, lower, upper = (self.wide(v) for v in ("estimate", "lower", "upper"))
         cells = pd.DataFrame(
-            [[cell(*values) for values in zip(*rows, strict=True)]
-             for rows in zip(estimate.values, lower.values, upper.values, strict=True)],
+            [
+                [cell(*values) for values in zip(*rows, strict=True)]
+                for rows in zip(estimate.values, lower.values, upper.values, strict=True)
+            ],
             index=self.methods,
             columns=self.metrics,
         )
@@ -99,11 +101,15 @@ class ComparisonResult:
         if not header:
             return text
         attrs = self.attrs
-        lines = [f"reference: {attrs.get('reference')}; {attrs.get('num_queries', '?')} queries"
-                 f" x {attrs.get('num_candidates', '?')} candidates"]
+        lines = [
+            f"reference: {attrs.get('reference')}; {attrs.get('num_queries', '?')} queries"
+            f" x {attrs.get('num_candidates', '?')} candidates"
+        ]
         if attrs.get("num_bootstrap"):
-            lines[0] += (f"; {100 * attrs.get('confidence', 0.95):g}% percentile bootstrap"
-                         f" intervals ({attrs['num_bootstrap']} replicates)")
+            lines[0] += (
+                f"; {100 * attrs.get('confidence', 0.95):g}% percentile bootstrap"
+                f" intervals ({attrs['num_bootstrap']} replicates)"
+            )
         return "\n".join(lines + [text])
 
     def __str__(self):
@@ -126,8 +132,11 @@ class ComparisonResult:
             for value in _COLUMNS[2:]
         }
         coords = {"method": self.methods, "metric": self.metrics}
-        attrs = {k: (int(v) if isinstance(v, bool) else v) for k, v in self.attrs.items()
-                 if v is not None}
+        attrs = {
+            k: (int(v) if isinstance(v, bool) else v)
+            for k, v in self.attrs.items()
+            if v is not None
+        }
         return xr.Dataset(variables, coords=coords, attrs=attrs)
 
     @classmethod
@@ -160,8 +169,10 @@ class ComparisonResult:
                 "version": 1,
                 "attrs": self.attrs,
                 "table": {
-                    column: [None if isinstance(v, float) and math.isnan(v) else v
-                             for v in self.table[column].tolist()]
+                    column: [
+                        None if isinstance(v, float) and math.isnan(v) else v
+                        for v in self.table[column].tolist()
+                    ]
                     for column in _COLUMNS
                 },
             }
@@ -203,8 +214,15 @@ class ComparisonResult:
 
 
 _STUDY_FORMAT = "pyro_contrast.Study"
-_STUDY_FILES = ("scores.npz", "study.json", "result.json", "table.csv", "table.txt",
-                "scores_vs_reference.png", "calibration.png")
+_STUDY_FILES = (
+    "scores.npz",
+    "study.json",
+    "result.json",
+    "table.csv",
+    "table.txt",
+    "scores_vs_reference.png",
+    "calibration.png",
+)
 _METHOD_PREFIX = "method/"
 
 
@@ -314,8 +332,10 @@ class Study:
             scores = dict(self.scores_by_method)
             if self.truth is not None:
                 scores = {"truth": self.truth, **scores}
-            for name, plot in (("scores_vs_reference.png", _plots.plot_scores_vs_reference),
-                               ("calibration.png", _plots.plot_calibration)):
+            for name, plot in (
+                ("scores_vs_reference.png", _plots.plot_scores_vs_reference),
+                ("calibration.png", _plots.plot_calibration),
+            ):
                 plot(scores, reference, path=os.path.join(staging, name))
 
     @classmethod
@@ -342,8 +362,12 @@ class Study:
             if _METHOD_PREFIX + name not in arrays:
                 raise ValueError(f"{paths['scores.npz']} has no scores for method {name!r}")
             scores[name] = arrays[_METHOD_PREFIX + name]
-        study = cls(scores, positives=arrays.get("positives"), truth=arrays.get("truth"),
-                    metadata=description.get("metadata"))
+        study = cls(
+            scores,
+            positives=arrays.get("positives"),
+            truth=arrays.get("truth"),
+            metadata=description.get("metadata"),
+        )
         if os.path.isfile(os.path.join(folder, "result.json")):
             study.result = ComparisonResult.load(os.path.join(folder, "result.json"))
         return study

@@ -18,8 +18,11 @@ def _toy(num_queries=60, num_candidates=6, seed=0):
     p = np.exp(truth - truth.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     positives = (p.cumsum(1) > rng.random((num_queries, 1))).argmax(1)
-    scores = {"exact": truth, "lse": truth + rng.normal(size=truth.shape),
-              "direct": rng.normal(size=truth.shape)}
+    scores = {
+        "exact": truth,
+        "lse": truth + rng.normal(size=truth.shape),
+        "direct": rng.normal(size=truth.shape),
+    }
     return scores, positives
 
 
@@ -52,8 +55,11 @@ def test_posterior_samples_are_the_draws():
     assert list(data) == ["exact", "lse", "direct", "bayes"]
     assert data["bayes"].log_likelihood["match"].shape == (1, 30, len(positives))
     assert data["bayes"].attrs["deterministic"] == 0
-    assert_close(data["bayes"].log_likelihood["match"].values[0, 7],
-                 _log_lik(samples[7], positives), atol=1e-10)
+    assert_close(
+        data["bayes"].log_likelihood["match"].values[0, 7],
+        _log_lik(samples[7], positives),
+        atol=1e-10,
+    )
     # a method given both ways uses its samples
     data = to_inference_data(scores, positives, posterior_samples={"exact": samples})
     assert data["exact"].log_likelihood["match"].shape[1] == 30
@@ -91,8 +97,9 @@ def test_plain_az_compare_works_and_flags_the_degenerate_psis_tail():
     with pytest.warns(UserWarning, match="Pareto"):
         table = az.compare(data)
     assert list(table.index) == ["exact", "lse", "direct"]
-    assert_close(table.loc["direct", "elpd_loo"],
-                 _log_lik(scores["direct"], positives).sum(), atol=1e-9)
+    assert_close(
+        table.loc["direct", "elpd_loo"], _log_lik(scores["direct"], positives).sum(), atol=1e-9
+    )
     assert table["warning"].all()
     table = az.compare(data, ic="waic")
     assert not table["warning"].any()
@@ -120,10 +127,18 @@ def test_compare_elpd_runs_psis_on_posterior_samples():
         (({"a": np.array([[0.0, np.nan]])}, np.array([0])), {}, ValueError, "'a'.*NaN"),
         (({}, np.array([0])), {}, ValueError, "empty"),
         (([np.zeros((2, 3))], np.array([0, 1])), {}, TypeError, "dict"),
-        (({"a": np.zeros((2, 3))}, np.array([0, 1])),
-         {"posterior_samples": {"b": np.zeros((2, 3))}}, ValueError, r"\(S, N, K\)"),
-        (({"a": np.zeros((2, 3))}, np.array([0, 1])),
-         {"posterior_samples": {"b": np.zeros((4, 2, 5))}}, ValueError, "expected"),
+        (
+            ({"a": np.zeros((2, 3))}, np.array([0, 1])),
+            {"posterior_samples": {"b": np.zeros((2, 3))}},
+            ValueError,
+            r"\(S, N, K\)",
+        ),
+        (
+            ({"a": np.zeros((2, 3))}, np.array([0, 1])),
+            {"posterior_samples": {"b": np.zeros((4, 2, 5))}},
+            ValueError,
+            "expected",
+        ),
     ],
 )
 def test_validation(args, kwargs, error, match):

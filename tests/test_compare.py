@@ -37,8 +37,11 @@ def test_table_layout_and_default_reference():
     assert result.reference == "truth"
     assert compare(scores, positives=positives, num_bootstrap=0).reference == "exact"
     only_retrieval = compare({"a": truth}, positives=positives, num_bootstrap=0)
-    assert only_retrieval.reference is None and only_retrieval.metrics == ["recall@1",
-                                                                            "recall@5", "mrr"]
+    assert only_retrieval.reference is None and only_retrieval.metrics == [
+        "recall@1",
+        "recall@5",
+        "mrr",
+    ]
 
 
 def test_estimates_match_direct_computation():
@@ -96,11 +99,9 @@ def test_bootstrap_speed():
 def test_calibration_recovers_affine_map_despite_large_offsets(center):
     scores, truth, positives = _study()
     method = 2.0 * truth + 1e4  # over-confident by a factor two, offset by 1e4 nats
-    result = compare({"m": method}, truth, positives, num_bootstrap=20,
-                     center_calibration=center)
+    result = compare({"m": method}, truth, positives, num_bootstrap=20, center_calibration=center)
     assert_close(result.estimate("m", "calibration_slope"), 0.5, atol=1e-8)
-    assert_close(result.estimate("m", "calibration_intercept"), 0.0 if center else -5e3,
-                 atol=1e-6)
+    assert_close(result.estimate("m", "calibration_intercept"), 0.0 if center else -5e3, atol=1e-6)
     assert_close(result.estimate("m", "calibration_r2"), 1.0, atol=1e-8)
 
 
@@ -108,8 +109,7 @@ def test_calibration_recovers_affine_map_despite_large_offsets(center):
 def test_accepts_tensors(dtype):
     scores, truth, positives = _study(num_queries=50)
     tensors = {k: torch.as_tensor(v).to(dtype) for k, v in scores.items()}
-    result = compare(tensors, torch.as_tensor(truth), torch.as_tensor(positives),
-                     num_bootstrap=10)
+    result = compare(tensors, torch.as_tensor(truth), torch.as_tensor(positives), num_bootstrap=10)
     assert np.isfinite(result.table["estimate"]).all()
 
 
@@ -125,8 +125,11 @@ def test_constant_rows_give_nan_correlation_not_error():
     "kwargs, error, match",
     [
         ({"scores_by_method": {}}, TypeError, "non-empty"),
-        ({"scores_by_method": {"a": np.zeros((3, 4)), "b": np.zeros((3, 5))}}, ValueError,
-         "'b'.*shape"),
+        (
+            {"scores_by_method": {"a": np.zeros((3, 4)), "b": np.zeros((3, 5))}},
+            ValueError,
+            "'b'.*shape",
+        ),
         ({"scores_by_method": {"a": np.array([[0.0, np.nan]])}}, ValueError, "'a'.*NaN"),
         ({"scores_by_method": {"a": np.zeros((2, 1))}}, ValueError, "at least 2 candidates"),
         ({"scores_by_method": {"a": np.zeros(4)}}, ValueError, r"shape \(N, K\)"),
@@ -135,8 +138,11 @@ def test_constant_rows_give_nan_correlation_not_error():
         ({"positives": np.array([0, 1, 2])}, ValueError, "positives must have shape"),
         ({"reference": "oracle"}, ValueError, "unknown reference 'oracle'"),
         ({"truth": np.zeros((2, 3))}, ValueError, "shape"),
-        ({"scores_by_method": {"truth": np.zeros((2, 4))}, "truth": np.zeros((2, 4))},
-         ValueError, "reserved"),
+        (
+            {"scores_by_method": {"truth": np.zeros((2, 4))}, "truth": np.zeros((2, 4))},
+            ValueError,
+            "reserved",
+        ),
         ({"ks": (0,)}, ValueError, "ks"),
         ({"num_bootstrap": -1}, ValueError, "num_bootstrap"),
         ({"confidence": 1.5}, ValueError, "confidence"),
@@ -145,8 +151,10 @@ def test_constant_rows_give_nan_correlation_not_error():
     ],
 )
 def test_validation(kwargs, error, match):
-    arguments = {"scores_by_method": {"a": np.zeros((2, 4)), "b": np.ones((2, 4))},
-                 "positives": np.array([0, 1])}
+    arguments = {
+        "scores_by_method": {"a": np.zeros((2, 4)), "b": np.ones((2, 4))},
+        "positives": np.array([0, 1]),
+    }
     arguments.update(kwargs)
     with pytest.raises(error, match=match):
         compare(**arguments)
@@ -169,8 +177,10 @@ def test_to_xarray():
     assert dataset["estimate"].dims == ("method", "metric")
     assert set(dataset.data_vars) == {"estimate", "lower", "upper"}
     assert list(dataset["method"].values) == result.methods
-    assert_close(dataset["estimate"].sel({"method": "lse", "metric": "mrr"}).item(),
-                 result.estimate("lse", "mrr"))
+    assert_close(
+        dataset["estimate"].sel({"method": "lse", "metric": "mrr"}).item(),
+        result.estimate("lse", "mrr"),
+    )
 
 
 @pytest.mark.parametrize("extension", [".json", ".nc"])

@@ -40,9 +40,11 @@ def test_round_trip(tmp_path, extension, dtype):
 @pytest.mark.parametrize("extension", [".npz", ".safetensors", ".pt"])
 def test_scalars_and_several_arrays(tmp_path, extension):
     rng = np.random.default_rng(0)
-    arrays = {"ab": rng.normal(size=(4, 3)).astype(np.float32),
-              "bc": rng.normal(size=(4, 2)).astype(np.float32),
-              "positives": np.arange(4)}
+    arrays = {
+        "ab": rng.normal(size=(4, 3)).astype(np.float32),
+        "bc": rng.normal(size=(4, 2)).astype(np.float32),
+        "positives": np.arange(4),
+    }
     path = _write(str(tmp_path / f"bank{extension}"), arrays, {"temperature": 0.25})
     data = read_embedding_file(path)
     assert data.scalar("temperature") == 0.25

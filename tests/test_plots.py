@@ -24,8 +24,7 @@ def _is_png(path):
 
 def test_scores_vs_reference(tmp_path):
     scores = _scores()
-    figure = plots.plot_scores_vs_reference(scores, "exact", max_points=50,
-                                            path=tmp_path / "s.png")
+    figure = plots.plot_scores_vs_reference(scores, "exact", max_points=50, path=tmp_path / "s.png")
     assert isinstance(figure, Figure)
     assert [ax.get_title() for ax in figure.axes] == ["lse", "direct"]
     for ax in figure.axes:
@@ -58,10 +57,13 @@ def test_calibration(tmp_path):
 
 def test_recall_vs_bank_size(tmp_path):
     positives = np.zeros(30, dtype=np.int64)
-    results = {size: compare(_scores(seed=size), positives=positives, num_bootstrap=50)
-               for size in (10, 100, 1000)}
-    figure = plots.plot_recall_vs_bank_size(results, metric="mrr", methods=["exact", "lse"],
-                                            path=tmp_path / "r.png")
+    results = {
+        size: compare(_scores(seed=size), positives=positives, num_bootstrap=50)
+        for size in (10, 100, 1000)
+    }
+    figure = plots.plot_recall_vs_bank_size(
+        results, metric="mrr", methods=["exact", "lse"], path=tmp_path / "r.png"
+    )
     (ax,) = figure.axes
     assert len(ax.lines) == 2 and len(ax.collections) == 2  # a line and a band per method
     np.testing.assert_allclose(ax.lines[0].get_xdata(), [10, 100, 1000])
@@ -77,8 +79,9 @@ def test_explanation(tmp_path):
     rng = np.random.default_rng(0)
     posterior = rng.dirichlet(np.ones(20), size=3)
     labels = [f"item {m}" for m in range(20)]
-    figure = plots.plot_explanation(posterior, labels, top=5, query=1, title="why",
-                                    path=tmp_path / "e.png")
+    figure = plots.plot_explanation(
+        posterior, labels, top=5, query=1, title="why", path=tmp_path / "e.png"
+    )
     (ax,) = figure.axes
     widths = [bar.get_width() for bar in ax.patches]
     np.testing.assert_allclose(widths, np.sort(posterior[1])[-5:])

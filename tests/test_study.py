@@ -11,18 +11,25 @@ from pyro_contrast.study import Study
 def _study(with_truth=True):
     rng = np.random.default_rng(0)
     truth = rng.normal(size=(40, 6))
-    scores = {"exact": truth + 0.1 * rng.normal(size=truth.shape),
-              "direct": rng.normal(size=truth.shape)}
+    scores = {
+        "exact": truth + 0.1 * rng.normal(size=truth.shape),
+        "direct": rng.normal(size=truth.shape),
+    }
     positives = rng.integers(0, 6, size=40)
-    return Study(scores, positives=positives, truth=truth if with_truth else None,
-                 metadata={"similarity": "cosine", "bank_size": 100})
+    return Study(
+        scores,
+        positives=positives,
+        truth=truth if with_truth else None,
+        metadata={"similarity": "cosine", "bank_size": 100},
+    )
 
 
 def test_compare_matches_function():
     study = _study()
     result = study.compare(num_bootstrap=50, ks=(1, 3))
-    expected = compare(study.scores_by_method, study.truth, study.positives,
-                       num_bootstrap=50, ks=(1, 3))
+    expected = compare(
+        study.scores_by_method, study.truth, study.positives, num_bootstrap=50, ks=(1, 3)
+    )
     pd.testing.assert_frame_equal(result.table, expected.table)
 
 
@@ -33,8 +40,14 @@ def test_save_load_round_trip(tmp_path, with_truth):
     folder = tmp_path / "study"
     study.save(folder, result=result)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "calibration.png", "result.json", "scores.npz", "scores_vs_reference.png",
-        "study.json", "table.csv", "table.txt"]
+        "calibration.png",
+        "result.json",
+        "scores.npz",
+        "scores_vs_reference.png",
+        "study.json",
+        "table.csv",
+        "table.txt",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["study"]  # no staging folder left
     loaded = Study.load(folder)
     assert list(loaded.scores_by_method) == ["exact", "direct"]

@@ -59,56 +59,106 @@ def add_parsers(subparsers):
     """Add ``bridge``, ``compare`` and ``diagnose`` to an argparse subparsers action."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--ks", default=None, help="recall cut-offs, e.g. 1,5,10 (default 1,5)")
-    common.add_argument("--reference", default=None,
-                        help="method compared against (default: truth, else exact)")
-    common.add_argument("--num-bootstrap", type=int, default=None,
-                        help="bootstrap replicates over queries (default 1000)")
+    common.add_argument(
+        "--reference", default=None, help="method compared against (default: truth, else exact)"
+    )
+    common.add_argument(
+        "--num-bootstrap",
+        type=int,
+        default=None,
+        help="bootstrap replicates over queries (default 1000)",
+    )
     common.add_argument("--seed", type=int, default=None, help="bootstrap seed (default 0)")
 
-    bridge = _one_line_errors(subparsers.add_parser(
-        "bridge", parents=[common], help="bridge query and candidate embeddings through a bank",
-        description=run_bridge.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    bridge = _one_line_errors(
+        subparsers.add_parser(
+            "bridge",
+            parents=[common],
+            help="bridge query and candidate embeddings through a bank",
+            description=run_bridge.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     bridge.add_argument("--queries", required=True, help="A embeddings (N x d_ab)")
-    bridge.add_argument("--bank", required=True,
-                        help="bank file with arrays 'ab' (M x d_ab) and 'bc' (M x d_bc)")
+    bridge.add_argument(
+        "--bank", required=True, help="bank file with arrays 'ab' (M x d_ab) and 'bc' (M x d_bc)"
+    )
     bridge.add_argument("--candidates", required=True, help="C embeddings (K x d_bc)")
     bridge.add_argument("--truth", default=None, help="optional (N x K) true log ratios")
-    bridge.add_argument("--positives", default="auto", choices=("auto", "aligned", "none"),
-                        help="true candidates: a 'positives' array in the query or candidate "
-                        "file, else aligned pairs when N == K (auto); or force one")
+    bridge.add_argument(
+        "--positives",
+        default="auto",
+        choices=("auto", "aligned", "none"),
+        help="true candidates: a 'positives' array in the query or candidate "
+        "file, else aligned pairs when N == K (auto); or force one",
+    )
     bridge.add_argument("--similarity", default="cosine", choices=SIMILARITIES)
-    bridge.add_argument("--temperature-ab", type=float, default=None,
-                        help="A-B critic temperature (default: from the files, else 1)")
-    bridge.add_argument("--temperature-bc", type=float, default=None,
-                        help="B-C critic temperature (default: from the files, else 1)")
-    bridge.add_argument("--direct-temperature", type=float, default=None,
-                        help="temperature of the direct shortcut (default: the A-B one)")
-    bridge.add_argument("--marginal", default=None, choices=("sphere", "gaussian"),
-                        help="bridge marginal for method 'analytic'")
-    bridge.add_argument("--method", default="exact,lse,direct",
-                        help="comma-separated methods among exact,lse,direct,analytic or "
-                        "'all' (those that apply)")
+    bridge.add_argument(
+        "--temperature-ab",
+        type=float,
+        default=None,
+        help="A-B critic temperature (default: from the files, else 1)",
+    )
+    bridge.add_argument(
+        "--temperature-bc",
+        type=float,
+        default=None,
+        help="B-C critic temperature (default: from the files, else 1)",
+    )
+    bridge.add_argument(
+        "--direct-temperature",
+        type=float,
+        default=None,
+        help="temperature of the direct shortcut (default: the A-B one)",
+    )
+    bridge.add_argument(
+        "--marginal",
+        default=None,
+        choices=("sphere", "gaussian"),
+        help="bridge marginal for method 'analytic'",
+    )
+    bridge.add_argument(
+        "--method",
+        default="exact,lse,direct",
+        help="comma-separated methods among exact,lse,direct,analytic or 'all' (those that apply)",
+    )
     bridge.add_argument("--out", required=True, help="study folder to write")
-    bridge.add_argument("--force", action="store_true",
-                        help="write into a non-empty folder, replacing its study files")
+    bridge.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty folder, replacing its study files",
+    )
     bridge.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     bridge.set_defaults(func=_guard("bridge", run_bridge))
 
-    compare = _one_line_errors(subparsers.add_parser(
-        "compare", parents=[common], help="reprint or recompute a study's metrics table",
-        description=run_compare.__doc__))
+    compare = _one_line_errors(
+        subparsers.add_parser(
+            "compare",
+            parents=[common],
+            help="reprint or recompute a study's metrics table",
+            description=run_compare.__doc__,
+        )
+    )
     compare.add_argument("study", help="study folder written by 'pyro-contrast bridge'")
     compare.add_argument("--out", default=None, help="also save the table (.json or .nc)")
     compare.add_argument("--force", action="store_true", help="replace an existing --out")
     compare.set_defaults(func=_guard("compare", run_compare))
 
-    diagnose = _one_line_errors(subparsers.add_parser(
-        "diagnose", help="test whether the direct shortcut is justified for a study",
-        description=run_diagnose.__doc__))
+    diagnose = _one_line_errors(
+        subparsers.add_parser(
+            "diagnose",
+            help="test whether the direct shortcut is justified for a study",
+            description=run_diagnose.__doc__,
+        )
+    )
     diagnose.add_argument("study", help="study folder written by 'pyro-contrast bridge'")
     diagnose.add_argument("--alpha", type=float, default=0.05, help="level of each test")
-    diagnose.add_argument("--num-bootstrap", type=int, default=1000,
-                          help="bootstrap replicates of the agreement intervals")
+    diagnose.add_argument(
+        "--num-bootstrap",
+        type=int,
+        default=1000,
+        help="bootstrap replicates of the agreement intervals",
+    )
     diagnose.add_argument("--seed", type=int, default=0, help="seed of subsampling/bootstrap")
     diagnose.add_argument("--out", default=None, help="also save the report as text")
     diagnose.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -149,8 +199,9 @@ def _methods(text, marginal):
         return ["exact", "lse", "direct"] + (["analytic"] if marginal else []), True
     unknown = [m for m in requested if m not in BRIDGE_METHODS]
     if unknown or not requested:
-        raise _UsageError(f"--method: unknown {unknown or text!r}; choose from "
-                          f"{','.join(BRIDGE_METHODS)} or all")
+        raise _UsageError(
+            f"--method: unknown {unknown or text!r}; choose from {','.join(BRIDGE_METHODS)} or all"
+        )
     if "analytic" in requested and marginal is None:
         raise _UsageError("--method analytic needs --marginal sphere|gaussian")
     return list(dict.fromkeys(requested)), False
@@ -166,39 +217,63 @@ def _positives(mode, queries, candidates, shape):
     if shape[0] == shape[1]:
         return np.arange(shape[0]), "aligned pairs"
     if mode == "aligned":
-        raise _UsageError(f"--positives aligned needs as many queries as candidates, got "
-                          f"{shape[0]} and {shape[1]}")
+        raise _UsageError(
+            f"--positives aligned needs as many queries as candidates, got "
+            f"{shape[0]} and {shape[1]}"
+        )
     return None, "none"
 
 
-def _load_bridge(queries, bank, candidates, *, similarity, temperature_ab=None,
-                 temperature_bc=None, direct_temperature=None, marginal=None):
+def _load_bridge(
+    queries,
+    bank,
+    candidates,
+    *,
+    similarity,
+    temperature_ab=None,
+    temperature_bc=None,
+    direct_temperature=None,
+    marginal=None,
+):
     """Read the three embedding files and build the A-B-C bridge over them."""
     from pyro_contrast.bank import Bank
     from pyro_contrast.bridge import Bridge
     from pyro_contrast.critics import Critic
     from pyro_contrast.io import read_embedding_file
 
-    files = {name: read_embedding_file(path) for name, path in
-             (("queries", queries), ("bank", bank), ("candidates", candidates))}
+    files = {
+        name: read_embedding_file(path)
+        for name, path in (("queries", queries), ("bank", bank), ("candidates", candidates))
+    }
     bank_ab = files["bank"].embeddings("ab", name=f"{bank}[ab]")
     bank_bc = files["bank"].embeddings("bc", name=f"{bank}[bc]")
     if bank_ab.shape[0] != bank_bc.shape[0]:
-        raise _UsageError(f"{bank}: 'ab' has {bank_ab.shape[0]} rows but 'bc' has "
-                          f"{bank_bc.shape[0]}; both must embed the same bank items")
+        raise _UsageError(
+            f"{bank}: 'ab' has {bank_ab.shape[0]} rows but 'bc' has "
+            f"{bank_bc.shape[0]}; both must embed the same bank items"
+        )
     a = files["queries"].embeddings(dim=bank_ab.shape[1], name=queries)
     c = files["candidates"].embeddings(dim=bank_bc.shape[1], name=candidates)
-    t_ab = _temperature(temperature_ab, "--temperature-ab",
-                        [("bank file", files["bank"], "temperature_ab"),
-                         ("query file", files["queries"], "temperature")])
-    t_bc = _temperature(temperature_bc, "--temperature-bc",
-                        [("bank file", files["bank"], "temperature_bc"),
-                         ("candidate file", files["candidates"], "temperature")])
+    t_ab = _temperature(
+        temperature_ab,
+        "--temperature-ab",
+        [
+            ("bank file", files["bank"], "temperature_ab"),
+            ("query file", files["queries"], "temperature"),
+        ],
+    )
+    t_bc = _temperature(
+        temperature_bc,
+        "--temperature-bc",
+        [
+            ("bank file", files["bank"], "temperature_bc"),
+            ("candidate file", files["candidates"], "temperature"),
+        ],
+    )
     if direct_temperature is not None and not direct_temperature > 0:
         raise _UsageError(f"--direct-temperature must be positive, got {direct_temperature}")
     bridge = Bridge(
-        [Critic.from_embeddings(similarity, t_ab[0]),
-         Critic.from_embeddings(similarity, t_bc[0])],
+        [Critic.from_embeddings(similarity, t_ab[0]), Critic.from_embeddings(similarity, t_bc[0])],
         [Bank(views=(bank_ab, bank_bc))],
         marginal=marginal,
         direct_temperature=direct_temperature,
@@ -226,26 +301,37 @@ def run_bridge(args):
     options = _compare_options(args)
     methods, skip_inapplicable = _methods(args.method, args.marginal)
     bridge, a, c, files, temperatures = _load_bridge(
-        args.queries, args.bank, args.candidates, similarity=args.similarity,
-        temperature_ab=args.temperature_ab, temperature_bc=args.temperature_bc,
-        direct_temperature=args.direct_temperature, marginal=args.marginal)
+        args.queries,
+        args.bank,
+        args.candidates,
+        similarity=args.similarity,
+        temperature_ab=args.temperature_ab,
+        temperature_bc=args.temperature_bc,
+        direct_temperature=args.direct_temperature,
+        marginal=args.marginal,
+    )
     (t_ab, t_ab_source), (t_bc, t_bc_source) = temperatures
     shape = (a.shape[0], c.shape[0])
     truth = None
     if args.truth is not None:
         truth = read_embedding_file(args.truth).embeddings(name=args.truth)
         if tuple(truth.shape) != shape:
-            raise _UsageError(f"{args.truth} must have shape (queries, candidates) = {shape}, "
-                              f"got {tuple(truth.shape)}")
+            raise _UsageError(
+                f"{args.truth} must have shape (queries, candidates) = {shape}, "
+                f"got {tuple(truth.shape)}"
+            )
         truth = truth.double().numpy()
-    positives, positives_source = _positives(args.positives, files["queries"],
-                                             files["candidates"], shape)
+    positives, positives_source = _positives(
+        args.positives, files["queries"], files["candidates"], shape
+    )
     scores, skipped = {}, {}
     with torch.no_grad():
         for method in methods:
             if method == "direct" and a.shape[1] != c.shape[1]:
-                reason = (f"queries ({a.shape[1]}-d) and candidates ({c.shape[1]}-d) live in "
-                          "different spaces")
+                reason = (
+                    f"queries ({a.shape[1]}-d) and candidates ({c.shape[1]}-d) live in "
+                    "different spaces"
+                )
                 if not skip_inapplicable:
                     raise _UsageError(f"--method direct: {reason}")
                 skipped[method] = reason
@@ -253,25 +339,33 @@ def run_bridge(args):
             scores[method] = bridge.log_ratio(a, c, method=method).double().numpy()
     metadata = {
         "command": "bridge",
-        "files": {"queries": os.path.abspath(args.queries), "bank": os.path.abspath(args.bank),
-                  "candidates": os.path.abspath(args.candidates),
-                  "truth": None if args.truth is None else os.path.abspath(args.truth)},
+        "files": {
+            "queries": os.path.abspath(args.queries),
+            "bank": os.path.abspath(args.bank),
+            "candidates": os.path.abspath(args.candidates),
+            "truth": None if args.truth is None else os.path.abspath(args.truth),
+        },
         "similarity": args.similarity,
-        "temperature_ab": t_ab, "temperature_ab_source": t_ab_source,
-        "temperature_bc": t_bc, "temperature_bc_source": t_bc_source,
+        "temperature_ab": t_ab,
+        "temperature_ab_source": t_ab_source,
+        "temperature_bc": t_bc,
+        "temperature_bc_source": t_bc_source,
         "direct_temperature": args.direct_temperature,
         "marginal": args.marginal,
-        "num_queries": shape[0], "num_candidates": shape[1], "bank_size": len(bridge.banks[0]),
+        "num_queries": shape[0],
+        "num_candidates": shape[1],
+        "bank_size": len(bridge.banks[0]),
         "positives": positives_source,
         "skipped_methods": skipped,
-        "compare_options": {k: list(v) if isinstance(v, tuple) else v
-                            for k, v in options.items()},
+        "compare_options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
     }
     study = Study(scores, positives=positives, truth=truth, metadata=metadata)
     result = study.compare(**options)
     study.save(out, result=result, overwrite=args.force, plots=not args.no_plots)
-    print(f"temperatures: A-B {t_ab:g} ({t_ab_source}), B-C {t_bc:g} ({t_bc_source}); "
-          f"bank of {len(bridge.banks[0])}; true candidates: {positives_source}")
+    print(
+        f"temperatures: A-B {t_ab:g} ({t_ab_source}), B-C {t_bc:g} ({t_bc_source}); "
+        f"bank of {len(bridge.banks[0])}; true candidates: {positives_source}"
+    )
     for method, reason in skipped.items():
         print(f"skipped {method}: {reason}")
     print(result.to_string())
@@ -309,26 +403,39 @@ def run_diagnose(args):
     study = Study.load(args.study)
     meta = study.metadata
     files = meta.get("files") or {}
-    if meta.get("command") != "bridge" or not all(files.get(k) for k in
-                                                  ("queries", "bank", "candidates")):
-        raise _UsageError(f"{args.study} was not written by 'pyro-contrast bridge': "
-                          "no embedding files to diagnose")
+    if meta.get("command") != "bridge" or not all(
+        files.get(k) for k in ("queries", "bank", "candidates")
+    ):
+        raise _UsageError(
+            f"{args.study} was not written by 'pyro-contrast bridge': "
+            "no embedding files to diagnose"
+        )
     bridge, a, c, _, _ = _load_bridge(
-        files["queries"], files["bank"], files["candidates"], similarity=meta["similarity"],
-        temperature_ab=meta["temperature_ab"], temperature_bc=meta["temperature_bc"],
-        direct_temperature=meta.get("direct_temperature"), marginal=meta.get("marginal"))
+        files["queries"],
+        files["bank"],
+        files["candidates"],
+        similarity=meta["similarity"],
+        temperature_ab=meta["temperature_ab"],
+        temperature_bc=meta["temperature_bc"],
+        direct_temperature=meta.get("direct_temperature"),
+        marginal=meta.get("marginal"),
+    )
     if a.shape[1] != c.shape[1]:
-        raise _UsageError(f"queries ({a.shape[1]}-d) and candidates ({c.shape[1]}-d) live in "
-                          "different spaces: there is no direct shortcut to diagnose")
-    report = diagnose(bridge, a, c, alpha=args.alpha, num_bootstrap=args.num_bootstrap,
-                      generator=args.seed)
+        raise _UsageError(
+            f"queries ({a.shape[1]}-d) and candidates ({c.shape[1]}-d) live in "
+            "different spaces: there is no direct shortcut to diagnose"
+        )
+    report = diagnose(
+        bridge, a, c, alpha=args.alpha, num_bootstrap=args.num_bootstrap, generator=args.seed
+    )
     text = report.summary()
     print(text)
     if args.out is not None:
         from pyro_contrast.io import atomic_write
 
-        atomic_write(args.out, lambda handle: handle.write((text + "\n").encode()),
-                     overwrite=args.force)
+        atomic_write(
+            args.out, lambda handle: handle.write((text + "\n").encode()), overwrite=args.force
+        )
     return 0
 
 

@@ -38,10 +38,12 @@ def files(tmp_path):
     a, bank_ab, bank_bc, c = _embeddings()
     truth = np.random.default_rng(1).normal(size=(len(a), len(c)))
     return {
-        "queries": _save(tmp_path / "queries.safetensors", {"embeddings": a},
-                         {"temperature": T_AB}),
-        "bank": _save(tmp_path / "bank.npz", {"ab": bank_ab, "bc": bank_bc},
-                      {"temperature_bc": T_BC}),
+        "queries": _save(
+            tmp_path / "queries.safetensors", {"embeddings": a}, {"temperature": T_AB}
+        ),
+        "bank": _save(
+            tmp_path / "bank.npz", {"ab": bank_ab, "bc": bank_bc}, {"temperature_bc": T_BC}
+        ),
         "candidates": _save(tmp_path / "candidates.npz", {"embeddings": c}),
         "truth": _save(tmp_path / "truth.npz", {"truth": truth}),
         "arrays": (a, bank_ab, bank_bc, c, truth),
@@ -50,24 +52,49 @@ def files(tmp_path):
 
 
 def _bridge_args(files, out, *extra):
-    return ["bridge", "--queries", files["queries"], "--bank", files["bank"],
-            "--candidates", files["candidates"], "--out", str(out), *extra]
+    return [
+        "bridge",
+        "--queries",
+        files["queries"],
+        "--bank",
+        files["bank"],
+        "--candidates",
+        files["candidates"],
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_round_trip_matches_python_api(files, capsys):
     out = files["dir"] / "study"
-    code = main(_bridge_args(files, out, "--truth", files["truth"], "--ks", "1,3",
-                             "--num-bootstrap", "100", "--method", "all"))
+    code = main(
+        _bridge_args(
+            files,
+            out,
+            "--truth",
+            files["truth"],
+            "--ks",
+            "1,3",
+            "--num-bootstrap",
+            "100",
+            "--method",
+            "all",
+        )
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert captured.err == ""
     a, bank_ab, bank_bc, c, truth = files["arrays"]
-    bridge = Bridge([Critic.from_embeddings("cosine", T_AB), Critic.from_embeddings("cosine",
-                                                                                    T_BC)],
-                    [Bank(views=(torch.as_tensor(bank_ab), torch.as_tensor(bank_bc)))])
+    bridge = Bridge(
+        [Critic.from_embeddings("cosine", T_AB), Critic.from_embeddings("cosine", T_BC)],
+        [Bank(views=(torch.as_tensor(bank_ab), torch.as_tensor(bank_bc)))],
+    )
     with torch.no_grad():
-        scores = {m: bridge.log_ratio(torch.as_tensor(a), torch.as_tensor(c), m).double().numpy()
-                  for m in ("exact", "lse", "direct")}
+        scores = {
+            m: bridge.log_ratio(torch.as_tensor(a), torch.as_tensor(c), m).double().numpy()
+            for m in ("exact", "lse", "direct")
+        }
     expected = compare(scores, truth, np.arange(len(a)), ks=(1, 3), num_bootstrap=100)
     saved = ComparisonResult.load(out / "result.json")
     pd.testing.assert_frame_equal(saved.table, expected.table)
@@ -81,13 +108,30 @@ def test_round_trip_matches_python_api(files, capsys):
     # `compare` reprints the saved table and recomputes it with new options
     assert main(["compare", str(out)]) == 0
     assert capsys.readouterr().out.strip() == expected.to_string().strip()
-    assert main(["compare", str(out), "--reference", "exact", "--ks", "2",
-                 "--num-bootstrap", "0", "--out", str(files["dir"] / "t.nc")]) == 0
-    recomputed = compare(scores, truth, np.arange(len(a)), ks=(2,), reference="exact",
-                         num_bootstrap=0)
+    assert (
+        main(
+            [
+                "compare",
+                str(out),
+                "--reference",
+                "exact",
+                "--ks",
+                "2",
+                "--num-bootstrap",
+                "0",
+                "--out",
+                str(files["dir"] / "t.nc"),
+            ]
+        )
+        == 0
+    )
+    recomputed = compare(
+        scores, truth, np.arange(len(a)), ks=(2,), reference="exact", num_bootstrap=0
+    )
     assert capsys.readouterr().out.strip() == recomputed.to_string().strip()
-    pd.testing.assert_frame_equal(ComparisonResult.load(files["dir"] / "t.nc").table,
-                                  recomputed.table)
+    pd.testing.assert_frame_equal(
+        ComparisonResult.load(files["dir"] / "t.nc").table, recomputed.table
+    )
 
 
 def test_flags_override_file_temperatures_and_positives_from_file(files, capsys):
@@ -96,9 +140,26 @@ def test_flags_override_file_temperatures_and_positives_from_file(files, capsys)
     queries = _save(files["dir"] / "q.npz", {"embeddings": a, "positives": positives})
     candidates = _save(files["dir"] / "c.npz", {"embeddings": c[:10]})
     out = files["dir"] / "s"
-    code = main(["bridge", "--queries", queries, "--bank", files["bank"], "--candidates",
-                 candidates, "--out", str(out), "--temperature-bc", "0.5", "--method", "exact",
-                 "--num-bootstrap", "0", "--no-plots"])
+    code = main(
+        [
+            "bridge",
+            "--queries",
+            queries,
+            "--bank",
+            files["bank"],
+            "--candidates",
+            candidates,
+            "--out",
+            str(out),
+            "--temperature-bc",
+            "0.5",
+            "--method",
+            "exact",
+            "--num-bootstrap",
+            "0",
+            "--no-plots",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     study = Study.load(out)
     assert study.metadata["temperature_bc"] == 0.5
@@ -110,10 +171,18 @@ def test_flags_override_file_temperatures_and_positives_from_file(files, capsys)
 
 def test_all_skips_direct_between_different_spaces(tmp_path, capsys):
     a, bank_ab, bank_bc, c = _embeddings(dim_ab=6, dim_bc=4)
-    args = ["bridge", "--queries", _save(tmp_path / "q.npz", {"x": a}),
-            "--bank", _save(tmp_path / "b.safetensors", {"ab": bank_ab, "bc": bank_bc}),
-            "--candidates", _save(tmp_path / "c.npz", {"x": c}), "--num-bootstrap", "0",
-            "--no-plots"]
+    args = [
+        "bridge",
+        "--queries",
+        _save(tmp_path / "q.npz", {"x": a}),
+        "--bank",
+        _save(tmp_path / "b.safetensors", {"ab": bank_ab, "bc": bank_bc}),
+        "--candidates",
+        _save(tmp_path / "c.npz", {"x": c}),
+        "--num-bootstrap",
+        "0",
+        "--no-plots",
+    ]
     assert main(args + ["--out", str(tmp_path / "s"), "--method", "all"]) == 0
     assert "skipped direct" in capsys.readouterr().out
     assert list(Study.load(tmp_path / "s").scores_by_method) == ["exact", "lse"]
@@ -134,23 +203,33 @@ def _malformed(files):
         "missing file": (["--queries", str(d / "none.npz")], "no such file"),
         "unknown format": (["--queries", str(d / "notes.csv")], "unknown embedding format"),
         "bank without bc": (["--bank", _save(d / "b1.npz", {"ab": bank_ab})], "no array 'bc'"),
-        "bank rows differ": (["--bank", _save(d / "b2.npz", {"ab": bank_ab,
-                                                              "bc": bank_bc[:5]})], "rows"),
-        "query dimension": (["--queries", _save(d / "q.npz", {"x": a[:, :3]})],
-                            "dimension 3, expected 6"),
+        "bank rows differ": (
+            ["--bank", _save(d / "b2.npz", {"ab": bank_ab, "bc": bank_bc[:5]})],
+            "rows",
+        ),
+        "query dimension": (
+            ["--queries", _save(d / "q.npz", {"x": a[:, :3]})],
+            "dimension 3, expected 6",
+        ),
         "NaN rows": (["--candidates", _save(d / "c.npz", {"x": nan_c})], "rows 2, 5"),
         "1-d embeddings": (["--candidates", _save(d / "c1.npz", {"x": c[0]})], "shape"),
         "truth shape": (["--truth", _save(d / "t.npz", {"t": truth[:, :3]})], "shape"),
         "unknown method": (["--method", "exact,bogus"], "unknown ['bogus']"),
         "analytic without marginal": (["--method", "analytic"], "--marginal"),
         "negative temperature": (["--temperature-ab", "-1"], "must be positive"),
-        "bad temperature in file": (["--bank", _save(d / "b3.npz", {"ab": bank_ab, "bc": bank_bc},
-                                                     {"temperature_ab": 0.0})],
-                                    "must be positive"),
+        "bad temperature in file": (
+            [
+                "--bank",
+                _save(d / "b3.npz", {"ab": bank_ab, "bc": bank_bc}, {"temperature_ab": 0.0}),
+            ],
+            "must be positive",
+        ),
         "not a number": (["--temperature-bc", "warm"], "invalid float"),
         "unknown similarity": (["--similarity", "euclid"], "invalid choice"),
-        "aligned needs N == K": (["--positives", "aligned", "--candidates",
-                                  _save(d / "c2.npz", {"x": c[:5]})], "as many queries"),
+        "aligned needs N == K": (
+            ["--positives", "aligned", "--candidates", _save(d / "c2.npz", {"x": c[:5]})],
+            "as many queries",
+        ),
         "unknown reference": (["--reference", "oracle"], "unknown reference 'oracle'"),
         "bad ks": (["--ks", "1,x"], "--ks"),
         "zero k": (["--ks", "0"], "ks must be positive"),
@@ -163,8 +242,11 @@ def test_malformed_bridge_inputs_exit_2_with_one_line(files, capsys):
     for name, (extra, match) in cases.items():
         args = _bridge_args(files, files["dir"] / "out", "--num-bootstrap", "0", "--no-plots")
         # later flags win in argparse, so each case overrides one input
-        code = main(args + extra) if "--out" not in extra else main(
-            _bridge_args(files, extra[1], "--no-plots"))
+        code = (
+            main(args + extra)
+            if "--out" not in extra
+            else main(_bridge_args(files, extra[1], "--no-plots"))
+        )
         err = capsys.readouterr().err
         assert code == 2, name
         assert len(err.strip().splitlines()) == 1, (name, err)
@@ -238,7 +320,8 @@ def test_text_example_runs_the_study(tmp_path, capsys):
     pytest.importorskip("sentence_transformers")
     example = _text_example()
     args = example._parser().parse_args(
-        ["--out", str(tmp_path / "s"), "--num-topics", "2", "--num-bootstrap", "10"])
+        ["--out", str(tmp_path / "s"), "--num-topics", "2", "--num-bootstrap", "10"]
+    )
     assert example.main(args) == 0
     out = capsys.readouterr().out
     assert "elpd_loo" in out and "recall@1" in out
@@ -256,11 +339,13 @@ def test_diagnose_rebuilds_the_bridge_from_the_study(files, capsys):
     assert main(["diagnose", str(out), "--num-bootstrap", "50", "--out", str(report_path)]) == 0
     printed = capsys.readouterr().out
     a, bank_ab, bank_bc, c, _ = files["arrays"]
-    bridge = Bridge([Critic.from_embeddings("cosine", T_AB), Critic.from_embeddings("cosine",
-                                                                                    T_BC)],
-                    [Bank(views=(torch.as_tensor(bank_ab), torch.as_tensor(bank_bc)))])
-    expected = diagnose(bridge, torch.as_tensor(a), torch.as_tensor(c), num_bootstrap=50,
-                        generator=0)
+    bridge = Bridge(
+        [Critic.from_embeddings("cosine", T_AB), Critic.from_embeddings("cosine", T_BC)],
+        [Bank(views=(torch.as_tensor(bank_ab), torch.as_tensor(bank_bc)))],
+    )
+    expected = diagnose(
+        bridge, torch.as_tensor(a), torch.as_tensor(c), num_bootstrap=50, generator=0
+    )
     assert printed.strip() == expected.summary().strip()
     assert report_path.read_text().strip() == printed.strip()
     assert main(["diagnose", str(out), "--out", str(report_path)]) == 2
@@ -273,10 +358,26 @@ def test_diagnose_errors_are_one_line(files, tmp_path, capsys):
     assert main(_bridge_args(files, out, "--num-bootstrap", "0", "--no-plots")) == 0
     capsys.readouterr()
     (files["dir"] / "bank.npz").unlink()  # the study's input moved away
-    for argv, match in [(["diagnose", str(tmp_path / "api")], "not written by"),
-                        (["diagnose", str(out)], "no such file"),
-                        (["diagnose", str(tmp_path / "none")], "no such study folder"),
-                        (["diagnose", str(out), "--alpha", "x"], "invalid float")]:
+    for argv, match in [
+        (["diagnose", str(tmp_path / "api")], "not written by"),
+        (["diagnose", str(out)], "no such file"),
+        (["diagnose", str(tmp_path / "none")], "no such study folder"),
+        (["diagnose", str(out), "--alpha", "x"], "invalid float"),
+    ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and match in err, (argv, err)
+
+
+def test_package_dispatcher_runs_the_study_commands(files, capsys):
+    cli = pytest.importorskip("pyro_contrast.cli")
+    out = files["dir"] / "s"
+    code = cli.main(_bridge_args(files, out, "--num-bootstrap", "20", "--no-plots"))
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert cli.main(["compare", str(out)]) == 0
+    assert capsys.readouterr().out.strip() in printed
+    with pytest.raises(SystemExit) as stop:  # the package's entry point exits on usage errors
+        cli.main(["compare", str(out), "--num-bootstrap", "many"])
+    assert stop.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
