@@ -119,19 +119,30 @@ def _debye(nu, x):
 
 
 def _large_argument(nu, x):
-    """``(L, L - x, A)`` for ``x > 30``: Debye at an order >= 30, then downward recurrence."""
+    """``(L, L - x, A)`` for ``x > 30``: Debye at an order >= 30, then downward recurrence.
+
+    The increments ``log1p(x R / (2 mu))`` are accumulated as products of ``1 + x R / (2 mu)``
+    (each factor lies in ``[1, 1 + x / 2]``) with one logarithm per block of four steps,
+    which is exact to rounding and four times cheaper.
+    """
     top = torch.where(nu >= _DEBYE_MIN_ORDER, nu, nu + torch.ceil(_DEBYE_MIN_ORDER - nu))
     steps = torch.round(top - nu).long()
     value, scaled, ratio = _debye(top, x)
-    for i in range(int(steps.max())):
+    num_steps = int(steps.max())
+    product = torch.ones_like(x)
+    for i in range(num_steps):
         mu = top - i
-        increment = torch.log1p(x * ratio / (2 * mu))
-        new_ratio = x / (2 * mu + x * ratio)
+        factor = 1 + x * ratio / (2 * mu)
+        new_ratio = x / (2 * mu * factor)  # = x / (2 mu + x R)
         if steps.dim():  # orders differ: only some elements still step down
             active = i < steps
-            increment = torch.where(active, increment, 0.0)
+            factor = torch.where(active, factor, 1.0)
             new_ratio = torch.where(active, new_ratio, ratio)
-        value, scaled, ratio = value + increment, scaled + increment, new_ratio
+        product, ratio = product * factor, new_ratio
+        if i % 4 == 3 or i == num_steps - 1:
+            increment = torch.log(product)
+            value, scaled = value + increment, scaled + increment
+            product = torch.ones_like(x)
     return value, scaled, ratio
 
 
@@ -148,10 +159,17 @@ def _small_argument(nu, r):
     term = torch.ones_like(r)
     tail = torch.zeros_like(r)
     tail_next = torch.zeros_like(r)
+    scalar = b.dim() == 0
+    b_value = float(b) if scalar else b
     for k in range(1, _NUM_SERIES_TERMS + 1):
-        term = term * z / ((b + (k - 1)) * k)
-        tail = tail + term
-        tail_next = tail_next + term * b / (b + k)
+        if scalar:  # in place, with scalar coefficients
+            term.mul_(z).mul_(1 / ((b_value + (k - 1)) * k))
+            tail.add_(term)
+            tail_next.add_(term, alpha=b_value / (b_value + k))
+        else:
+            term = term * z / ((b + (k - 1)) * k)
+            tail = tail + term
+            tail_next = tail_next + term * b / (b + k)
         # once terms decrease (z < (b + k) (k + 1)) and are below rounding, the tail is too
         if k % 8 == 0 and bool(((term <= 1e-17 * tail) & (z < (b + k) * (k + 1))).all()):
             break
