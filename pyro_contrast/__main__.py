@@ -1,0 +1,5 @@
+import sys
+
+from pyro_contrast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``pyro-contrast`` command line (one module per group)."""
