@@ -15,9 +15,9 @@ _MAX_BLOCK = 2**22
 
 @dataclass(frozen=True, repr=False)
 class RankingAgreement:
-    """Agreement of a method's candidate ranking with a reference ranking, over queries.
+    r"""Agreement of a method's candidate ranking with a reference ranking, over queries.
 
-    :param float kendall_tau: mean over queries of Kendall's :math:`\\tau_b` (queries where
+    :param float kendall_tau: mean over queries of Kendall's :math:`\tau_b` (queries where
         a row is constant are skipped; ``nan`` if all are).
     :param tuple kendall_tau_interval: bootstrap percentile interval of the mean.
     :param float top1_agreement: fraction of queries whose best candidate is the same.
@@ -25,8 +25,12 @@ class RankingAgreement:
     :param float confidence: level of the intervals.
     :param int num_queries: N.
     :param int num_candidates: K.
-    :param Tensor kendall_tau_per_query: ``(N,)`` per-query :math:`\\tau_b` (NaN if
+    :param Tensor kendall_tau_per_query: ``(N,)`` per-query :math:`\tau_b` (NaN if
         undefined).
+
+    >>> s = torch.randn(8, 4)
+    >>> ranking_agreement(-s, s, generator=0).kendall_tau
+    -1.0
     """
 
     kendall_tau: float

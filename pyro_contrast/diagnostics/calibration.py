@@ -21,6 +21,11 @@ class CalibrationBins:
     :param Tensor confidence: ``(num_bins,)`` mean predicted probability of the top choice.
     :param Tensor accuracy: ``(num_bins,)`` frequency with which the top choice was right.
     :param Tensor count: ``(num_bins,)`` queries per bin.
+
+    >>> logits = torch.randn(50, 3)
+    >>> truth = logits.argmax(-1)
+    >>> calibration(logits, truth, num_bins=5, generator=0).bins.edges.shape
+    torch.Size([6])
     """
 
     edges: torch.Tensor
@@ -47,7 +52,13 @@ class CalibrationBins:
 @dataclass(frozen=True, kw_only=True, repr=False)
 class CalibrationResult(DiagnosticResult):
     """A :class:`DiagnosticResult` whose ``statistic`` is the expected calibration error,
-    with the reliability-diagram ``bins``."""
+    with the reliability-diagram ``bins``.
+
+    >>> logits = 3 * torch.randn(400, 4)
+    >>> overconfident = calibration(logits, torch.zeros(400, dtype=torch.long), generator=0)
+    >>> overconfident.rejects(0.05)
+    True
+    """
 
     bins: CalibrationBins
 

@@ -31,6 +31,9 @@ class Condition:
     :param bool passed: whether it holds.
     :param str description: what ``value`` is, with units.
     :param str direction: ``"<="`` or ``">="``.
+
+    >>> print(Condition("spread", 0.05, 0.1, True, "sd in nats"))
+    [ ok ] spread: 0.05 <= 0.1  (sd in nats)
     """
 
     name: str
@@ -64,7 +67,17 @@ class DiagnosticReport:
     :param EffectiveSampleSize ess: effective number of bank items per query.
     :param str similarity: the critics' similarity.
     :param float alpha: level of every test.
+    :param float log_normalizer_sd: sd of the B–C normalizer :math:`\log Z(b_m)` under the
+        bank posterior (nats); the LogSumExp estimator equals the exact marginal when it is 0.
     :param list warnings: caveats (e.g. a degenerate bank posterior).
+
+    >>> import pyro_contrast as pc, torch
+    >>> critic = pc.Critic.from_embeddings("cosine", temperature=0.5)
+    >>> bridge = pc.Bridge([critic, critic], [pc.Bank(torch.randn(300, 3))])
+    >>> from pyro_contrast.diagnostics import diagnose
+    >>> report = diagnose(bridge, torch.randn(10, 3), torch.randn(6, 3), generator=0)
+    >>> sorted(report.conditions)
+    ['normalizer_constancy', 'top1_agreement']
     """
 
     shortcut_justified: bool
@@ -75,6 +88,7 @@ class DiagnosticReport:
     ess: EffectiveSampleSize | None
     similarity: str
     alpha: float
+    log_normalizer_sd: float = float("nan")
     warnings: list = field(default_factory=list)
 
     def summary(self):
@@ -115,12 +129,16 @@ class DiagnosticReport:
             f"  mean Kendall tau {agreement.kendall_tau:.3f} "
             f"[{agreement.kendall_tau_interval[0]:.3f}, {agreement.kendall_tau_interval[1]:.3f}]"
         )
+        lines.append(
+            f"B-C normalizer: sd of log Z(b_m) = {self.log_normalizer_sd:.3g} nats "
+            "(the LogSumExp estimator equals the exact marginal when 0)"
+        )
         if self.ess is not None:
             ess = self.ess.ess
             size = round(float(self.ess.ess[0] / self.ess.fraction[0]))
             lines.append(
                 f"Bank posterior ESS per query: median {float(ess.median()):.1f} "
-                f"({100 * float(self.ess.fraction.median()):.2g}% of {size}), "
+                f"({100 * float(self.ess.fraction.median()):.3g}% of {size}), "
                 f"min {float(ess.min()):.1f}"
             )
         for warning in self.warnings:

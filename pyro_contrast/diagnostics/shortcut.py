@@ -5,21 +5,19 @@ import numbers
 
 import torch
 
+from pyro_contrast.diagnostics._bank_checks import (
+    candidate_term,
+    check_bank,
+    nonradial,
+    posterior_summaries,
+)
 from pyro_contrast.diagnostics._result import check_count, check_probability, make_generator
 from pyro_contrast.diagnostics.agreement import ranking_agreement
-from pyro_contrast.diagnostics.gaussian import gaussianity, isotropy
 from pyro_contrast.diagnostics.report import Condition, DiagnosticReport
-from pyro_contrast.diagnostics.sphere import sphere_uniformity
-from pyro_contrast.diagnostics.weights import EffectiveSampleSize, effective_sample_size
 from pyro_contrast.marginals import chain
 
-# Two views of a bank count as one representation when matched rows have at least this
-# mean cosine (a scale difference is absorbed by the temperatures).
-_MIN_VIEW_COSINE = 0.99
 # Median effective bank size below which the exact answer rests on too few items.
 _MIN_MEDIAN_ESS = 10.0
-# Queries per block when scoring queries against the whole bank.
-_MAX_BLOCK = 2**22
 
 
 def diagnose(
@@ -49,9 +47,15 @@ def diagnose(
     - always: both critics see the bank in one space (``shared_representation``: mean
       cosine of the two views' rows ``>= 0.99``), and the B–C normalizer
       :math:`\log Z(b_m)` over the candidates (or ``target_bank``) is nearly constant over
-      the bank items a query uses, which is when the LogSumExp form (the population
-      analytic answer) equals the exact marginal (``normalizer_constancy``: its standard
-      deviation under :math:`p(b \mid a)`, averaged over queries, ``<= tolerance`` nats).
+      the bank items a query uses (``normalizer_constancy``: its standard deviation under
+      :math:`p(b \mid a)`, averaged over queries, ``<= tolerance`` nats). The exact marginal
+      is the LogSumExp form over a bank reweighted by :math:`1/Z(b_m)`, so a varying
+      normalizer takes the closed forms out of play. For dot and squared-L2 critics only
+      the part of :math:`\log Z` not explained by the radius :math:`\lVert z_b - c\rVert`
+      counts (centre 0, resp. the bank mean): a radial reweighting keeps the rotational
+      symmetry the shortcut needs, and against isotropic candidates :math:`Z` does grow
+      with :math:`\lVert z_b \rVert`. The full spread, which is 0 exactly when the LogSumExp
+      estimator equals the exact marginal, is ``report.log_normalizer_sd``.
 
     It then measures the outcome directly: the rankings of ``bridge.log_ratio(a, c,
     "direct")`` and ``"exact"`` per query (mean Kendall :math:`\tau`, top-1 agreement, with
@@ -63,8 +67,10 @@ def diagnose(
 
     Hypothesis tests use at most ``max_samples`` bank rows (a random subset), so they
     flag departures that matter at that sample size rather than negligible ones of a
-    million-item bank. For chains with several banks every bank's representation is
-    tested and the normalizer check uses the last bank, unweighted.
+    million-item bank; a test that cannot run (e.g. fewer rows than dimensions, or a
+    singular covariance) is skipped with a warning. For chains with several banks every
+    bank's representation is tested and the normalizer check uses the last bank,
+    unweighted.
 
     References:
 
@@ -113,9 +119,14 @@ def diagnose(
         exact = bridge.log_ratio(a, c, "exact")
         direct = bridge.log_ratio(a, c, "direct")
         banks = [_embed(bridge, i) for i in range(len(bridge.banks))]
+        if any(bank.log_weights is not None for bank in bridge.banks):
+            warnings.append(
+                "the bank has log_weights: the representation tests treat its items as "
+                "unweighted draws"
+            )
         for i, (z_left, z_right) in enumerate(banks):
             suffix = f"bank {i}" if len(banks) > 1 else ""
-            _test_bank(
+            check_bank(
                 z_left,
                 z_right,
                 similarity,
@@ -132,26 +143,34 @@ def diagnose(
         if bridge.target_bank is not None:
             targets = last.encode_y(bridge.target_bank).to(torch.float64)
         z_right = banks[-1][1]
-        log_z = chain.log_normalizer(last, z_right, targets)
+        log_z = chain.log_normalizer(last, z_right, targets).to(torch.float64)
+        # columns: log Z itself (LSE = exact iff constant) and its non-radial part
+        values = torch.stack([log_z, nonradial(log_z, z_right, similarity)], -1)
         ess = None
         if len(banks) == 1 and len(hops[0]) == 1:
-            ess, spreads = _posterior_summaries(
-                hops[0][0], a, banks[0][0], bridge.banks[0].log_weights, log_z
+            ess, spreads = posterior_summaries(
+                hops[0][0], a, banks[0][0], bridge.banks[0].log_weights, values
             )
-            spread = float(spreads.mean())
-            description = "sd of log Z(b_m) under p(b|a), mean over queries, nats"
+            spreads = spreads.mean(0)
+            weighting = "under p(b|a), mean over queries"
         else:
-            spread = float(log_z.std()) if log_z.numel() > 1 else 0.0
-            description = "sd of log Z(b_m) over the last bank (unweighted), nats"
+            spreads = values.std(0) if values.shape[0] > 1 else values.new_zeros(2)
+            weighting = "over the last bank (unweighted)"
             warnings.append(
                 "chain with several banks or fused queries: bank-posterior ESS "
                 "not computed and the normalizer spread is unweighted"
             )
+        log_normalizer_sd, spread = float(spreads[0]), float(spreads[1])
+        what = "log Z(b_m)" if similarity == "cosine" else "the non-radial part of log Z(b_m)"
         conditions["normalizer_constancy"] = Condition(
-            "normalizer_constancy", spread, tolerance, spread <= tolerance, description
+            "normalizer_constancy",
+            spread,
+            tolerance,
+            spread <= tolerance,
+            f"sd of {what} {weighting}, nats",
         )
         if similarity in ("dot", "neg_sq_l2"):
-            term = _candidate_term(similarity, hops[0][0], last, z_right, candidates)
+            term = candidate_term(similarity, hops[0][0], last, z_right, candidates)
             sd = float(term.std()) if term.numel() > 1 else 0.0
             conditions["candidate_term_constancy"] = Condition(
                 "candidate_term_constancy",
@@ -193,6 +212,7 @@ def diagnose(
         ess=ess,
         similarity=similarity,
         alpha=float(alpha),
+        log_normalizer_sd=log_normalizer_sd,
         warnings=warnings,
     )
 
@@ -200,82 +220,3 @@ def diagnose(
 def _embed(bridge, index):
     z_left, z_right = bridge.embed_bank(index)
     return z_left.detach().to(torch.float64), z_right.detach().to(torch.float64)
-
-
-def _test_bank(
-    z_left, z_right, similarity, suffix, max_samples, generator, tests, conditions, warnings
-):
-    rows = z_left.shape[0]
-    if rows > max_samples:
-        keep = torch.randperm(rows, generator=generator)[:max_samples]
-        z_left, z_right = z_left[keep], z_right[keep]
-    same = z_left.shape == z_right.shape and torch.allclose(z_left, z_right)
-    views = [("", z_left)] if same else [("left view", z_left), ("right view", z_right)]
-    if not same:
-        cosine = (
-            torch.nn.functional.cosine_similarity(z_left, z_right, dim=-1).mean().item()
-            if z_left.shape == z_right.shape
-            else -1.0
-        )
-        name = _key("shared_representation", suffix)
-        conditions[name] = Condition(
-            name,
-            cosine,
-            _MIN_VIEW_COSINE,
-            cosine >= _MIN_VIEW_COSINE,
-            "mean cosine between the bank's left and right views (-1 if dims differ)",
-            ">=",
-        )
-    for view, z in views:
-        label = ", ".join(p for p in (suffix, view) if p)
-        if similarity == "cosine":
-            tests[_key("sphere_uniformity", label)] = sphere_uniformity(z)
-        elif similarity in ("dot", "neg_sq_l2"):
-            if z.shape[0] > z.shape[1] + 1:
-                tests[_key("gaussianity", label)] = gaussianity(z)
-            else:
-                warnings.append(
-                    f"gaussianity not tested ({label or 'bank'}): {z.shape[0]} "
-                    f"rows for {z.shape[1]} dimensions"
-                )
-            tests[_key("isotropy", label)] = isotropy(z)
-
-
-def _key(name, label):
-    return f"{name} ({label})" if label else name
-
-
-def _posterior_summaries(critic, a, bank_left, log_weights, log_z):
-    """ESS of p(b | a_n) and the sd of log Z(b) under it, per query, block by block so the
-    (N, M) score matrix is never held whole."""
-    queries = critic.encode_x(a)
-    # centring first keeps E[x^2] - E[x]^2 free of cancellation
-    values = (log_z - log_z.mean()).to(torch.float64)
-    block = max(1, _MAX_BLOCK // bank_left.shape[0])
-    ess, fraction, spread = [], [], []
-    for start in range(0, queries.shape[0], block):
-        scores = critic.pairwise_embeddings(queries[start : start + block], bank_left)
-        scores = scores.to(torch.float64)
-        if log_weights is not None:
-            scores = scores + log_weights.to(torch.float64)
-        result = effective_sample_size(scores)
-        ess.append(result.ess)
-        fraction.append(result.fraction)
-        posterior = scores.softmax(-1)
-        mean = posterior @ values
-        spread.append((posterior @ values.pow(2) - mean.pow(2)).clamp(min=0).sqrt())
-    return EffectiveSampleSize(torch.cat(ess), torch.cat(fraction)), torch.cat(spread)
-
-
-def _candidate_term(similarity, first, last, z_right, candidates):
-    """The candidate-only term of the Gaussian marginal (MATH.md §5), per candidate."""
-    loc = z_right.mean(0)
-    centered = z_right - loc
-    cov = centered.T @ centered / max(z_right.shape[0] - 1, 1)
-    if similarity == "dot":
-        v = candidates / last.temperature.to(torch.float64)
-        return v @ loc + 0.5 * ((v @ cov) * v).sum(-1)
-    a = 1 / first.temperature.to(torch.float64)
-    b = 1 / last.temperature.to(torch.float64)
-    variance = torch.trace(cov) / cov.shape[0]
-    return -b * (candidates - loc).pow(2).sum(-1) / (2 * (1 + (a + b) * variance))

@@ -45,6 +45,7 @@ def sphere_uniformity(z, *, normalize=True, combine="bonferroni"):
     :returns: a :class:`DiagnosticResult` whose ``tests`` hold ``"rayleigh"`` and
         ``"bingham"``.
 
+    >>> import torch
     >>> z = torch.nn.functional.normalize(torch.randn(200, 16), dim=-1)
     >>> sphere_uniformity(z).tests["rayleigh"].dof
     16

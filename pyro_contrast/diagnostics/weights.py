@@ -12,6 +12,10 @@ class EffectiveSampleSize(NamedTuple):
 
     :param Tensor ess: effective number of items, in ``[1, M]``.
     :param Tensor fraction: ``ess / M``, the fraction of the bank in use.
+
+    >>> ess, fraction = effective_sample_size(torch.tensor([0.0, 0.0, -float("inf"), 0.0]))
+    >>> ess.item(), fraction.item()
+    (3.0, 0.75)
     """
 
     ess: torch.Tensor
@@ -62,6 +66,9 @@ def effective_sample_size(log_weights, dim=-1):
         raise ValueError("log_weights contains NaN or +inf")
     if (log_weights == float("-inf")).all(dim).any():
         raise ValueError("log_weights has a row whose weights are all zero (all -inf)")
+    # shifting by the row maximum keeps both log sums near log M, so their difference does
+    # not cancel two numbers of the size of the scores (hundreds of nats) in float32
+    log_weights = log_weights - log_weights.amax(dim, keepdim=True)
     total = torch.logsumexp(log_weights, dim)
     squares = torch.logsumexp(2 * log_weights, dim)
     # the ratio lies in [1, M]; rounding can step outside by an ulp
