@@ -7,16 +7,18 @@ With :math:`\nu = d/2 - 1` this module evaluates, in float64 internally,
     L_d(r) = \log {}_0F_1(; d/2; r^2/4) = \log\Gamma(\nu + 1) + \nu \log(2/r) + \log I_\nu(r),
     \qquad A_d(r) = \frac{I_{d/2}(r)}{I_{d/2-1}(r)} = \frac{d L_d}{d r},
 
-for :math:`d \ge 2` and :math:`r \ge 0`. :math:`L_d` is the log normalizer of the von
-Mises–Fisher distribution and of the uniform-sphere bridge (MATH.md §3–§4).
+for :math:`d \ge 2` and real :math:`r` (:math:`L_d` is even in :math:`r`). :math:`L_d` is the
+log normalizer of the von Mises–Fisher distribution and of the uniform-sphere bridge
+(MATH.md §3–§4).
 
-Scheme (MATH.md §4): for :math:`r \le 30` the power series of :math:`{}_0F_1` is summed in log
-space (all terms are positive), with :math:`\log(1 + \cdot)` taken by ``log1p`` so tiny values
-keep full relative precision. For :math:`r > 30` the Debye uniform asymptotic expansion
-(DLMF 10.41.3, ten correction terms) is rearranged so that the :math:`\nu \log \nu` parts of
-:math:`\log\Gamma` and of the expansion cancel analytically; it is exact to float64 rounding
-for orders :math:`\ge 30`. Smaller orders are reached from an order in :math:`[30, 31)` by
-the stable downward recurrences
+Scheme (MATH.md §4): for :math:`r \le 30` the power series of :math:`{}_0F_1` is summed
+(all terms are positive and below :math:`e^{30}`, so nothing cancels or overflows) and its
+logarithm taken by ``log1p``, so tiny values keep full relative precision. For
+:math:`r > 30` the Debye uniform asymptotic expansion (DLMF 10.41.3, ten correction terms)
+is rearranged so that the :math:`\nu \log \nu` parts of :math:`\log\Gamma` and of the
+expansion cancel analytically; it is exact to float64 rounding for orders :math:`\ge 30`.
+Smaller orders are reached from an order in :math:`[30, 31)` by the stable downward
+recurrences
 
 .. math::
 
@@ -25,8 +27,11 @@ the stable downward recurrences
 
 where :math:`R_\mu = I_{\mu+1}/I_\mu`. Only positive quantities are added, so the result
 keeps float64 relative precision (about 1e-15 against 40-digit mpmath for
-:math:`d \in [2, 4096]`, :math:`r \in [0, 10^5]`). Torch's scaled Bessel functions exist only
-for orders 0 and 1, and half-integer orders (odd :math:`d`) need a general method anyway.
+:math:`d \in [2, 4096]`, :math:`r \in [0, 10^5]`). Why not start from torch's ``i0e``/``i1e``:
+they cover integer orders only (odd :math:`d` needs half-integer orders), and the upward
+recurrence for :math:`I_\nu` is unstable (:math:`I_\nu` is the minimal solution as
+:math:`\nu` grows), whereas the downward one damps errors. :math:`A_d` is the analytic
+derivative of the Debye form, so it needs no difference of two large logarithms.
 
 **References**
 
