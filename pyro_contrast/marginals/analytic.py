@@ -263,8 +263,9 @@ def _sphere_log_ratio(critic_ab, critic_bc, u, v, marginal, target):
         query = query + marginal.concentration.to(torch.float64) * marginal.loc.to(torch.float64)
     query_sq = query.pow(2).sum(-1)
     joint_sq = query_sq.unsqueeze(-1) + k2.pow(2) + 2 * k2 * (query @ v.mT)
-    # Rounding can push ||w||^2 a hair below zero when k1 u + k2 v nearly cancel.
-    joint = joint_sq.clamp(min=0).sqrt()
+    # Rounding can push ||w||^2 a hair below zero when k1 u + k2 v nearly cancel; the tiny
+    # floor also keeps the gradient finite there (L_d is flat at 0, sqrt is not).
+    joint = joint_sq.clamp(min=torch.finfo(joint_sq.dtype).tiny).sqrt()
     return (
         log_hyp0f1_sphere(dim, joint)
         - log_hyp0f1_sphere(dim, query_sq.sqrt()).unsqueeze(-1)
