@@ -11,9 +11,10 @@ Per chunk of the inner index both are GEMMs of the shifted factors ``exp(x_c - a
 ``exp(y_c - b_c)`` (entries in [0, 1]) with ``H = (g / s) exp(a_c + b_c - out)``, where
 ``s = max|g|``. Where ``a_c + b_c - out <= T`` the entries of ``H`` stay below ``exp(T)``
 (no overflow) and a term lost to underflow weighs less than ``tiny exp(T) s``, negligible
-next to ``eps s``. The remaining cells (misaligned maxima, or a ``+inf``/NaN output) are
-gathered and their weights formed directly, as ``torch.logsumexp`` does. Cells whose output
-is ``-inf`` contribute nothing. Memory is O(N K + chunk) beyond the gradients themselves.
+next to ``eps s``. The other (cell, chunk) pairs (misaligned maxima), and every chunk of a
+cell whose output is ``+inf``/NaN, are gathered and their weights formed directly, as
+``torch.logsumexp`` does. Cells whose output is ``-inf`` contribute nothing. Memory is
+O(N K + chunk) beyond the gradients themselves.
 
 Every operation here is an out-of-place differentiable torch op (shifts and masks are
 detached constants), so double backward works by differentiating this code.
@@ -26,29 +27,11 @@ import torch
 from pyro_contrast.ops._logmatmul_kernels import (
     _BLOCK_ELEMENTS,
     _cell_index,
-    _finite_or_zero,
-    _has_special,
     chunk_bounds,
-    chunk_maxima,
+    clamp_shift,
+    exp_floor,
     safe_threshold,
-    split_special,
 )
-
-
-def _fast_and_exact_cells(x, y, out, bounds):
-    """Detached chunk maxima, the GEMM-safe cell mask and the gathered cells."""
-    with torch.no_grad():
-        maxima, ref = chunk_maxima(x, y, bounds)
-        special = _has_special(maxima)
-        if special:
-            _, _, xs, ys = split_special(x, y)
-            maxima, ref = chunk_maxima(xs, ys, bounds)
-        out = out.detach()
-        threshold = safe_threshold(out.dtype, max(out.shape[-2], out.shape[-1], 1))
-        finite = torch.isfinite(out)
-        fast = finite & (ref - out <= threshold)
-        exact = (finite & ~fast) | torch.isnan(out) | (out == math.inf)
-    return maxima, fast, exact, special
 
 
 def _scale(grad):
@@ -68,42 +51,56 @@ def backward(x, y, out, grad, chunk):
             x.new_zeros(batch_shape + (num_rows, 0)),
             y.new_zeros(batch_shape + (0, num_cols)),
         )
-    maxima, fast, exact, special = _fast_and_exact_cells(x, y, out, bounds)
+    with torch.no_grad():
+        finite = torch.isfinite(out)
+        always_exact = torch.isnan(out) | (out == math.inf)
+        special = bool(always_exact.any())
+        threshold = safe_threshold(out.dtype, max(num_rows, num_cols))
     scale = _scale(grad)
     weighted = grad / scale
     x_fast, y_fast = x, y
-    if special:  # +inf/NaN inputs only touch gathered cells; keep them out of the GEMMs
+    if special:  # +inf/NaN inputs only reach gathered cells; keep them out of the GEMMs
         x_fast = x.masked_fill(torch.isnan(x) | (x == math.inf), -math.inf)
         y_fast = y.masked_fill(torch.isnan(y) | (y == math.inf), -math.inf)
-    cells = exact.nonzero(as_tuple=True)
-    if cells[-1].numel():
-        flat = _cell_index(cells, batch_shape)
-        x_cells = x.expand(batch_shape + x.shape[-2:])
-        grad_cells = grad[cells]
-        out_cells = out[cells]
+    floor = exp_floor(out.dtype)
     dx_parts, dy_parts = [], []
-    for (lo, hi), (a, b) in zip(bounds, maxima, strict=True):
-        ex = (x_fast[..., lo:hi] - _finite_or_zero(a)).exp()
-        ey = (y_fast[..., lo:hi, :] - _finite_or_zero(b)).exp()
-        exponent = torch.where(fast, (a + b) - out, torch.full_like(out, -math.inf))
-        h = weighted * exponent.exp()
-        dx = ex * torch.matmul(h, ey.transpose(-1, -2)) * scale
-        dy = ey * torch.matmul(ex.transpose(-1, -2), h) * scale
-        dx = dx.expand(batch_shape + (num_rows, hi - lo))
-        dy = dy.expand(batch_shape + (hi - lo, num_cols))
+    for lo, hi in bounds:
+        xc, yc = x_fast[..., lo:hi], y_fast[..., lo:hi, :]
+        with torch.no_grad():
+            a = clamp_shift(xc.amax(-1, keepdim=True))
+            b = clamp_shift(yc.amax(-2, keepdim=True))
+            shift = a + b
+            fast = finite & (shift - out <= threshold)
+            exact = (finite & ~fast) | always_exact
+        ex = (xc - a).clamp(min=floor).exp()
+        ey = (yc - b).clamp(min=floor).exp()
+        # Masked cells get a finite exponent: exp(huge) * 0 would be NaN in double backward.
+        exponent = torch.where(fast, shift - out, torch.full_like(out, floor)).clamp(min=floor)
+        h = torch.where(fast, weighted * exponent.exp(), torch.zeros_like(weighted))
+        dx = (ex * torch.matmul(h, ey.transpose(-1, -2)) * scale).expand(
+            batch_shape + (num_rows, hi - lo)
+        )
+        dy = (ey * torch.matmul(ex.transpose(-1, -2), h) * scale).expand(
+            batch_shape + (hi - lo, num_cols)
+        )
+        cells = exact.nonzero(as_tuple=True)
         if cells[-1].numel():
-            dx, dy = _add_exact(x_cells, y, cells, flat, grad_cells, out_cells, lo, hi, dx, dy)
+            dx, dy = _add_exact((x, y), cells, grad, out, lo, hi, dx, dy)
         dx_parts.append(dx)
         dy_parts.append(dy)
     return torch.cat(dx_parts, -1), torch.cat(dy_parts, -2)
 
 
-def _add_exact(x_cells, y, cells, flat, grad_cells, out_cells, lo, hi, dx, dy):
+def _add_exact(inputs, cells, grad, out, lo, hi, dx, dy):
     """Scatter ``g w`` of the gathered cells into the chunk gradients ``dx``, ``dy``."""
+    x, y = inputs
     batch_shape = dx.shape[:-2]
     *bidx, n, k = cells
+    flat = _cell_index(cells, batch_shape)
+    grad_cells, out_cells = grad[cells], out[cells]
     num_rows, num_cols, width = dx.shape[-2], dy.shape[-1], hi - lo
-    xc = x_cells[..., lo:hi]
+    floor = exp_floor(x.dtype)
+    xc = x[..., lo:hi].expand(batch_shape + (num_rows, width))
     yc = y[..., lo:hi, :].transpose(-1, -2).expand(batch_shape + (num_cols, width))
     dx = dx.reshape(-1, width)
     dy = dy.transpose(-1, -2).reshape(-1, width)
@@ -112,7 +109,7 @@ def _add_exact(x_cells, y, cells, flat, grad_cells, out_cells, lo, hi, dx, dy):
         sel = slice(p, p + step)
         rows = tuple(i[sel] for i in bidx)
         z = xc[rows + (n[sel],)] + yc[rows + (k[sel],)] - out_cells[sel].unsqueeze(-1)
-        contribution = grad_cells[sel].unsqueeze(-1) * z.exp()
+        contribution = grad_cells[sel].unsqueeze(-1) * z.clamp(min=floor).exp()
         dx = dx.index_add(0, flat[sel] * num_rows + n[sel], contribution)
         dy = dy.index_add(0, flat[sel] * num_cols + k[sel], contribution)
     dx = dx.reshape(batch_shape + (num_rows, width))

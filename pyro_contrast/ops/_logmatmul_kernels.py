@@ -5,16 +5,23 @@ free of ``+inf``/NaN (see :func:`split_special`); ``out`` is the broadcast (...,
 
 **Fast path.** For a chunk ``c`` of the inner index with row maxima ``a_c`` of ``x`` and
 column maxima ``b_c`` of ``y``, ``S_c = exp(x_c - a_c) @ exp(y_c - b_c)`` is a plain GEMM
-whose entries lie in ``[0, C]``. With the per-cell reference ``r = max_c (a_c + b_c)`` the
-cell total is ``exp(r) * A`` with ``A = sum_c S_c exp(a_c + b_c - r)``.
+whose entries lie in ``[0, C]``. With the per-cell reference ``r = max_c (a_c + b_c)``
+(kept as a running maximum, so each input is read once) the cell total is ``exp(r) A`` with
+``A = sum_c S_c exp(a_c + b_c - r)``.
 
-**Error bound.** In units of ``exp(r)`` every term of ``A`` that underflows (a factor, a
-product, a flushed partial sum or the chunk weight) loses less than ``tiny`` (the smallest
-normal number), so at most ``4 M tiny`` is lost in all; the rest carries the usual relative
-rounding of a sum of positive terms. Hence ``A >= exp(-T)`` with
-``T = log(eps / (4 M tiny))`` guarantees a relative error of ``eps`` from underflow: the cell
+**Error bound.** ``exp`` arguments are clamped at ``log(tiny) + 1/2`` (``tiny``: the
+smallest normal number): ``exp`` of far-negative numbers is ~10x slower on CPUs and lands in
+subnormals, and the clamp moves a factor by less than ``2 tiny``. In units of ``exp(r)``
+every term of ``A`` then errs by less than ``2 tiny``, and a flushed partial sum, chunk
+weight, product or rescaling loses less than ``tiny`` each: at most ``8 M tiny`` in all; the
+rest is the usual relative rounding of a sum of positive terms. Hence ``A >= exp(-T)`` with
+``T = log(eps / (8 M tiny))`` bounds the relative error from underflow by ``eps``: the cell
 is exact to rounding. Cells with ``A < exp(-T)`` (misaligned maxima: the best term sits far
-below ``a_c + b_c``) are recomputed in log space, gathered and chunked, at O(M) each.
+below ``a_c + b_c``) are first retried on the submatrix of their rows and columns with
+chunks 8x and 64x smaller (tighter shifts certify most structured, low-rank scores at GEMM
+cost); what remains is recomputed in log space, gathered and chunked, at O(M) each.
+Shifts of all ``-inf`` rows/columns are clamped to a finite floor so no ``-inf - -inf``
+appears; a cell whose row or column is entirely ``-inf`` is ``-inf`` exactly.
 """
 
 import math
@@ -25,6 +32,9 @@ import torch
 _BLOCK_ELEMENTS = 2**20
 # Elements of the (N + K) x chunk exp buffers of the fast path: 128 MB in float32.
 _BUFFER_ELEMENTS = 2**25
+# Flagged cells are retried with chunks this many times smaller, down to this size.
+_REFINE_FACTOR = 8
+_MIN_REFINE_CHUNK = 32
 
 
 def default_chunk_size(batch_numel, num_rows, num_cols, num_inner):
@@ -35,9 +45,19 @@ def default_chunk_size(batch_numel, num_rows, num_cols, num_inner):
 
 
 def safe_threshold(dtype, count):
-    """``T = log(eps / (4 count tiny))``: smallest trusted fast-path mass is ``exp(-T)``."""
+    """``T = log(eps / (8 count tiny))``: smallest trusted fast-path mass is ``exp(-T)``."""
     info = torch.finfo(dtype)
-    return math.log(info.eps) - math.log(4.0 * info.tiny * max(count, 1))
+    return math.log(info.eps) - math.log(8.0 * info.tiny * max(count, 1))
+
+
+def exp_floor(dtype):
+    """Clamp for ``exp`` arguments: ``exp`` of it is a normal number just above ``tiny``."""
+    return math.log(torch.finfo(dtype).tiny) + 0.5
+
+
+def clamp_shift(value):
+    """Replace ``-inf`` shifts by a finite floor; a quarter of the range keeps sums finite."""
+    return value.clamp(min=torch.finfo(value.dtype).min / 4)
 
 
 def _finite_or_zero(value):
@@ -75,29 +95,27 @@ def chunk_bounds(num_inner, chunk):
     return [(m, min(m + chunk, num_inner)) for m in range(0, num_inner, chunk)]
 
 
-def chunk_maxima(x, y, bounds):
-    """Row maxima of ``x`` and column maxima of ``y`` per chunk, and ``r = max_c(a_c + b_c)``."""
-    maxima = []
-    ref = None
+def forward_fast(x, y, bounds):
+    """``(mass, ref, row_max, col_max)``: ``A`` and ``r`` of the module notes, global maxima.
+
+    No gradient tracking; each chunk of ``x`` and ``y`` is read once while in cache.
+    """
+    mass = ref = row_max = col_max = None
+    floor = exp_floor(x.dtype)
     for lo, hi in bounds:
-        a = x[..., lo:hi].amax(-1, keepdim=True)
-        b = y[..., lo:hi, :].amax(-2, keepdim=True)
-        maxima.append((a, b))
-        shift = a + b
-        ref = shift if ref is None else torch.maximum(ref, shift)
-    return maxima, ref
-
-
-def forward_fast(x, y, bounds, maxima, ref):
-    """``(mass, out)``: ``A`` of the module notes and ``out = r + log A`` (no gradient)."""
-    ref_safe = _finite_or_zero(ref)
-    mass = torch.zeros_like(ref)
-    for (lo, hi), (a, b) in zip(bounds, maxima, strict=True):
-        ex = (x[..., lo:hi] - _finite_or_zero(a)).exp_()
-        ey = (y[..., lo:hi, :] - _finite_or_zero(b)).exp_()
-        weight = (a + b).sub_(ref_safe).exp_()
-        mass.addcmul_(torch.matmul(ex, ey), weight)
-    return mass, mass.log().add_(ref_safe)
+        xc, yc = x[..., lo:hi], y[..., lo:hi, :]
+        a, b = xc.amax(-1, keepdim=True), yc.amax(-2, keepdim=True)
+        a_safe, b_safe = clamp_shift(a), clamp_shift(b)
+        ex = (xc - a_safe).clamp_(min=floor).exp_()
+        partial = torch.matmul(ex, (yc - b_safe).clamp_(min=floor).exp_())
+        shift = a_safe + b_safe
+        if mass is None:
+            mass, ref, row_max, col_max = partial, shift, a, b
+            continue
+        new_ref = torch.maximum(ref, shift)
+        mass = mass.mul_((ref - new_ref).exp_()).addcmul_(partial, shift.sub_(new_ref).exp_())
+        ref, row_max, col_max = new_ref, torch.maximum(row_max, a), torch.maximum(col_max, b)
+    return mass, ref, row_max, col_max
 
 
 def _cell_index(cells, batch_shape):
@@ -120,6 +138,7 @@ def exact_cells(x, y, cells, chunk):
     x = x.expand(batch_shape + x.shape[-2:])
     ref = x.new_full((num_cells,), -math.inf)
     mass = x.new_zeros((num_cells,))
+    floor = exp_floor(x.dtype)
     step = max(1, _BLOCK_ELEMENTS // max(chunk, 1))
     for lo, hi in chunk_bounds(num_inner, chunk):
         xc = x[..., lo:hi]
@@ -131,34 +150,72 @@ def exact_cells(x, y, cells, chunk):
             new_ref = torch.maximum(ref[sel], z.amax(-1))
             safe = _finite_or_zero(new_ref)
             scale = (ref[sel] - safe).exp_()
-            mass[sel] = mass[sel] * scale + z.sub_(safe.unsqueeze(-1)).exp_().sum(-1)
+            terms = z.sub_(safe.unsqueeze(-1)).clamp_(min=floor).exp_()
+            mass[sel] = mass[sel] * scale + terms.sum(-1)
             ref[sel] = new_ref
-    return mass.log_().add_(_finite_or_zero(ref))
+    out = mass.log_().add_(_finite_or_zero(ref))
+    return out.masked_fill_(ref == -math.inf, -math.inf)  # the clamp made -inf terms tiny
 
 
-def _has_special(maxima):
-    """A chunk maximum that is NaN or ``+inf`` reveals a ``+inf``/NaN input (``amax`` keeps NaN)."""
-    flat = torch.cat([t.reshape(-1) for pair in maxima for t in pair])
-    return not bool((flat < math.inf).all())
+def _refine(x, y, out, redo, chunk, threshold):
+    """Retry flagged cells on the submatrix of their rows and columns with smaller chunks.
+
+    Tighter per-chunk shifts rescue structured (low-rank) scores at GEMM cost; cells it
+    certifies by the same criterion are written to ``out`` and cleared from ``redo``.
+    Returns False (doing nothing) where the gathered log-space path is expected to be cheaper.
+    """
+    num_rows, num_cols = redo.shape[-2:]
+    rows = redo.any(-1).reshape(-1, num_rows).any(0).nonzero().squeeze(-1)
+    cols = redo.any(-2).reshape(-1, num_cols).any(0).nonzero().squeeze(-1)
+    # Worth it only when the gathered path would cost more: per-chunk overheads (about
+    # 4e4 element-ops per chunk) and (rows x cols) work per chunk against 8 ops per term.
+    num_pending = int(redo.sum())
+    block_cells = redo[..., :1, :1].numel() * rows.numel() * cols.numel()
+    if num_pending * chunk < 40000 or 2 * block_cells > chunk * num_pending:
+        return False
+    x = x.index_select(-2, rows) if rows.numel() < num_rows else x
+    y = y.index_select(-1, cols) if cols.numel() < num_cols else y
+    mass, ref, _, _ = forward_fast(x, y, chunk_bounds(x.shape[-1], chunk))
+    block = (rows.unsqueeze(-1), cols)
+    pending = redo[(Ellipsis,) + block]
+    take = pending & (mass >= threshold)
+    out[(Ellipsis,) + block] = torch.where(take, mass.log_().add_(ref), out[(Ellipsis,) + block])
+    redo[(Ellipsis,) + block] = pending & ~take
+    return True
 
 
-def forward(x, y, chunk):
-    """The exact log-space product (no gradient tracking)."""
+def forward(x, y, chunk, stats=None):
+    """The exact log-space product (no gradient tracking).
+
+    ``stats``, if a dict, receives the number of cells flagged by the fast pass and of
+    cells left to the gathered log-space path after refinement.
+    """
     batch_shape = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
     bounds = chunk_bounds(x.shape[-1], chunk)
     if not bounds:  # empty sum
         return x.new_full(batch_shape + (x.shape[-2], y.shape[-1]), -math.inf)
-    maxima, ref = chunk_maxima(x, y, bounds)
+    mass, ref, row_max, col_max = forward_fast(x, y, bounds)
     special = None
-    if _has_special(maxima):
+    # amax keeps NaN, so a NaN or +inf global maximum reveals a +inf/NaN input.
+    if not bool((row_max < math.inf).all() & (col_max < math.inf).all()):
         special, values, x, y = split_special(x, y)
-        if special is not None:
-            maxima, ref = chunk_maxima(x, y, bounds)
-    mass, out = forward_fast(x, y, bounds, maxima, ref)
-    threshold = safe_threshold(x.dtype, x.shape[-1])
-    redo = (mass < math.exp(-threshold)) & (ref > -math.inf)
+        mass, ref, row_max, col_max = forward_fast(x, y, bounds)
+    empty = (row_max == -math.inf) | (col_max == -math.inf)
+    out = mass.log().add_(ref).masked_fill_(empty, -math.inf)
+    threshold = math.exp(-safe_threshold(x.dtype, x.shape[-1]))
+    # Written as ~(mass >= .) so a NaN (inputs near the float range) is recomputed too.
+    redo = ~(mass >= threshold) & ~empty
     if special is not None:
         redo &= ~special
+    if stats is not None:
+        stats["flagged"] = int(redo.sum())
+    refine_chunk = min(chunk, x.shape[-1]) // _REFINE_FACTOR
+    while refine_chunk >= _MIN_REFINE_CHUNK and redo.any():
+        if not _refine(x, y, out, redo, refine_chunk, threshold):
+            break  # smaller chunks would be even less worth it
+        refine_chunk //= _REFINE_FACTOR
+    if stats is not None:
+        stats["log_space"] = int(redo.sum())
     if redo.any():
         cells = redo.nonzero(as_tuple=True)
         out[cells] = exact_cells(x, y, cells, chunk)

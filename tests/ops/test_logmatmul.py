@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pyro_contrast.ops import logmatmul
+from pyro_contrast.ops import _logmatmul_kernels, logmatmul
 from tests.common import assert_close
 
 SHAPES = [
@@ -91,10 +91,16 @@ def _low_rank(n, m, k):
     return u @ z.T, z @ v.T
 
 
+def _cold_cosine(n, m, k):
+    # Cosine critics at temperature 0.005 (scores in +-200), low rank: what refinement is for.
+    u, z, v = (torch.nn.functional.normalize(torch.randn(s, 64), dim=-1) for s in (n, m, k))
+    return u @ z.T / 0.005, z @ v.T / 0.005
+
+
 @pytest.mark.parametrize("chunk_size", [None, 64])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(
-    "make", [_uniform_1e3, _misaligned_global, _misaligned_scattered, _low_rank]
+    "make", [_uniform_1e3, _misaligned_global, _misaligned_scattered, _low_rank, _cold_cosine]
 )
 def test_adversarial(make, dtype, chunk_size):
     x, y = make(24, 300, 20)
@@ -103,10 +109,29 @@ def test_adversarial(make, dtype, chunk_size):
     assert torch.isfinite(expected).all()
     actual = logmatmul(x, y, chunk_size=chunk_size)
     assert_within_contract(actual, expected)
-    if make is not _uniform_1e3:
+    if make in (_misaligned_global, _misaligned_scattered, _low_rank):
         # The inputs are hard: a single float32 shift pair fails on them.
         naive = shift_trick(x.float(), y.float()).double()
         assert not (naive - expected).abs().le(1e-3).all()
+
+
+@pytest.mark.parametrize(
+    "make,structured,shape",
+    [(_cold_cosine, True, (64, 4096, 64)), (_misaligned_global, False, (40, 3000, 40))],
+)
+def test_exact_paths_are_exercised(make, structured, shape):
+    # White-box check that hard inputs reach both exact mechanisms: the retry with smaller
+    # chunks on the flagged submatrix certifies most structured cells; iid-wide misaligned
+    # scores are left to the gathered log-space path.
+    x, y = make(*shape)
+    stats = {}
+    out = _logmatmul_kernels.forward(x, y, 1024, stats=stats)
+    assert_within_contract(out, reference(x, y))
+    assert stats["flagged"] > 0
+    if structured:
+        assert stats["log_space"] < stats["flagged"] / 2
+    else:
+        assert stats["log_space"] > stats["flagged"] / 2
 
 
 def test_adversarial_batched_float32():
