@@ -3,6 +3,7 @@ r"""The bridge: compare two modalities that were never paired, through one or mo
 import math
 
 import torch
+from torch.distributions import MultivariateNormal
 from tqdm.auto import tqdm
 
 from pyro_contrast._validation import as_float_tensor, check_finite
@@ -10,6 +11,7 @@ from pyro_contrast.bank import Bank
 from pyro_contrast.critics import Critic
 from pyro_contrast.distributions.bridged_conditional import BridgedConditional
 from pyro_contrast.marginals import chain
+from pyro_contrast.marginals.analytic import analytic_log_ratio, resolve_marginal
 from pyro_contrast.ops import logmatmul
 
 METHODS = ("exact", "lse", "direct", "analytic")
@@ -37,7 +39,11 @@ class Bridge:
     - ``"direct"``: the shortcut, the first critic's A encoder against the last critic's C
       encoder with the shared similarity at ``direct_temperature``;
     - ``"analytic"``: a closed form when ``marginal`` declares the bridge's representation
-      distribution (``"sphere"``, ``"gaussian"`` fitted from the bank, or a distribution).
+      distribution (``"sphere"``, ``"gaussian"`` fitted from the bank, or a distribution),
+      the large-bank limit of ``"exact"``. With a Gaussian marginal and ``target_bank`` the C
+      normalizer is a Gaussian fitted to the target bank; without ``target_bank`` it is taken
+      as constant, which fixes rankings and candidate softmaxes but leaves the log ratios
+      offset by an unknown constant per query.
 
     Longer chains take more critics and banks: ``Bridge([f_ab, f_bc, f_cd], [bank_b,
     bank_c])``. A hub with several observed modalities (fusion, :math:`a_1 \perp a_2 \mid
@@ -299,8 +305,7 @@ class Bridge:
             raise ValueError(
                 "method='analytic' needs Bridge(..., marginal='sphere' | 'gaussian' | distribution)"
             )
-        from pyro_contrast.marginals.analytic import analytic_log_ratio, resolve_marginal
-
+        critics = (self._hops[0][0], self._hops[1][0])
         if self._resolved_marginal is None:
             z_left, z_right = self.embed_bank(0)
             if z_left.shape != z_right.shape or not torch.allclose(z_left, z_right):
@@ -308,5 +313,12 @@ class Bridge:
                     "method='analytic' needs both critics to embed the bank "
                     "identically (a shared B representation)"
                 )
-            self._resolved_marginal = resolve_marginal(self.marginal, z_left)
-        return analytic_log_ratio(self._hops[0][0], self._hops[1][0], a, c, self._resolved_marginal)
+            marginal = resolve_marginal(self.marginal, z_left, critics=critics)
+            # The C normalizer: a Gaussian fitted to target_bank makes 'analytic' the large-bank
+            # limit of 'exact'; without it (or on the sphere) Z_C is taken as constant.
+            target = None
+            if self.target_bank is not None and isinstance(marginal, MultivariateNormal):
+                target = resolve_marginal("gaussian", critics[1].encode_y(self.target_bank))
+            self._resolved_marginal = (marginal, target)
+        marginal, target = self._resolved_marginal
+        return analytic_log_ratio(*critics, a, c, marginal, target=target)

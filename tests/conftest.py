@@ -6,6 +6,9 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The suite is dominated by small tensor ops, for which a second OpenMP thread only adds
+# synchronization (up to 80x slower on a shared 2-core machine); benchmarks set their own.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
