@@ -1,0 +1,211 @@
+"""Shared helpers of the Che & Eysenbach examples: results folders, training, scoring, intervals.
+
+Not part of the library: the examples import it by path (``examples/`` is not a package).
+"""
+
+import contextlib
+import io
+import json
+import math
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+import pyro_contrast as pc
+from pyro_contrast import metrics as _metrics
+
+SIMILARITIES = ("cosine", "dot", "neg_sq_l2")
+
+
+# ---------------------------------------------------------------- results folder and files
+def prepare_out(out, force):
+    """Absolute path of a usable results folder; refuses a non-empty one unless ``force``."""
+    if out is None:
+        raise ValueError("--out is required")
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if os.path.isdir(out) and os.listdir(out) and not force:
+        raise ValueError(f"--out {out} is not empty; choose another folder or pass --force")
+    if not os.path.isdir(os.path.dirname(out)):
+        raise ValueError(f"--out {out}: parent folder does not exist")
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def write_bytes(path, data):
+    """Write ``data`` atomically: a temporary file in the same folder, then ``os.replace``."""
+    folder, name = os.path.split(path)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_text(path, text):
+    write_bytes(path, text.encode())
+
+
+def write_json(path, payload):
+    write_text(path, json.dumps(payload, indent=2, default=_jsonable) + "\n")
+
+
+def write_figure(path, figure):
+    """Save a matplotlib figure as PNG atomically (kept small: modest dpi)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    write_bytes(path, buffer.getvalue())
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+@contextlib.contextmanager
+def num_threads(count):
+    """Run with ``count`` torch threads, restoring the previous setting afterwards.
+
+    Tiny linear critics are dominated by per-op overhead; on a busy 2-core machine two
+    threads made each training step ten times slower than one.
+    """
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def check_positive(args, names):
+    for name in names:
+        value = getattr(args, name)
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
+# ---------------------------------------------------------------- critics and training
+def make_critics(chain, similarity, mode, dim, seed):
+    """Critics with linear encoders for a ``fit`` mode ("shared", "separate" or "oracle")."""
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear
+    options = dict(temperature=1.0, learn_temperature=True)
+    if mode == "oracle":
+        return pc.Critic(linear(chain.dim_a, dim), linear(chain.dim_c, dim), similarity, **options)
+    encoder_b = linear(chain.dim_b, dim)
+    other_b = encoder_b if mode == "shared" else linear(chain.dim_b, dim)
+    critic_ab = pc.Critic(linear(chain.dim_a, dim), encoder_b, similarity, **options)
+    critic_bc = pc.Critic(other_b, linear(chain.dim_c, dim), similarity, **options)
+    return critic_ab, critic_bc
+
+
+def train(critics, data, mode, args, seed):
+    """``pc.fit`` with the example's settings; returns the final training loss."""
+    history = pc.fit(
+        critics,
+        data,
+        loss=args.loss,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=seed,
+        mode=mode,
+        validation=0.0,
+        progress=False,
+    )
+    return history.train_loss[-1]
+
+
+# ---------------------------------------------------------------- scoring in groups of K
+def diagonal_blocks(matrix, size):
+    """Stack the (size, size) diagonal blocks of an (N, N) matrix into (N, size).
+
+    Held-out triplets are scored in groups of ``size``: each query's candidates are the C
+    items of its own group, one of which (same position) is its true partner.
+    """
+    groups = matrix.shape[0] // size
+    blocks = matrix[: groups * size, : groups * size].reshape(groups, size, groups, size)
+    return blocks[torch.arange(groups), :, torch.arange(groups), :].reshape(-1, size)
+
+
+def recall_at_1(scores, size):
+    """Per-query recall@1 (ties shared at random in expectation), numpy (N,)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = np.tile(np.arange(size), scores.shape[0] // size)
+    return _metrics.recall_at_k(scores, positives, 1)
+
+
+def kl_to_truth(truth, scores):
+    """Per-query KL(p_truth || p_method) of the candidate conditionals, numpy (N,)."""
+    return _metrics.kl_divergence(np.asarray(truth, np.float64), np.asarray(scores, np.float64))
+
+
+def grouped(full, size):
+    return diagonal_blocks(torch.as_tensor(full, dtype=torch.float64), size).numpy()
+
+
+# ---------------------------------------------------------------- intervals
+def t_interval(values, confidence=0.95, bounds=(None, None)):
+    """Mean and a Student-t interval across independent runs (seeds); half-width 0 for one.
+
+    ``bounds`` clips the interval to the metric's range (recall in [0, 1], KL >= 0).
+    """
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, mean, mean
+    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1)
+    half /= math.sqrt(len(values))
+    low, high = mean - half, mean + half
+    if bounds[0] is not None:
+        low = max(low, bounds[0])
+    if bounds[1] is not None:
+        high = min(high, bounds[1])
+    return mean, low, high
+
+
+def mean_and_se(values):
+    values = np.asarray(values, dtype=np.float64)
+    se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return float(values.mean()), float(se)
+
+
+def format_interval(mean, lower, upper, digits=3):
+    return f"{mean:.{digits}f} [{lower:.{digits}f}, {upper:.{digits}f}]"
+
+
+def ceiling_check(per_query, ceiling_name="bayes", num_se=3.0):
+    """Check the Bayes ceiling is not beaten by more than its Monte Carlo error.
+
+    The Bayes-optimal ranking maximizes expected recall@1, so on the same queries any
+    method's mean recall minus the ceiling's is <= 0 in expectation; its sample estimate is
+    held to ``num_se`` standard errors of the paired per-query difference (a one-sided bound
+    a correct method exceeds with probability ~0.1% per comparison).
+
+    :returns: list of dicts ``{method, excess, se, ok}``.
+    """
+    ceiling = np.asarray(per_query[ceiling_name], dtype=np.float64)
+    rows = []
+    for name, values in per_query.items():
+        if name == ceiling_name:
+            continue
+        excess, se = mean_and_se(np.asarray(values, dtype=np.float64) - ceiling)
+        rows.append({"method": name, "excess": excess, "se": se, "ok": excess <= num_se * se})
+    return rows
