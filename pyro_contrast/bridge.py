@@ -7,7 +7,7 @@ from torch.distributions import MultivariateNormal
 from tqdm.auto import tqdm
 
 from pyro_contrast._validation import as_float_tensor, check_finite
-from pyro_contrast.bank import Bank
+from pyro_contrast.bank import DEFAULT_CHUNK_SIZE, Bank
 from pyro_contrast.critics import Critic
 from pyro_contrast.distributions.bridged_conditional import BridgedConditional
 from pyro_contrast.marginals import chain
@@ -121,6 +121,7 @@ class Bridge:
         self.chunk_size = chunk_size
         self.progress = progress
         self._resolved_marginal = None
+        self._cache_state, self._cache = None, {}
 
     def __repr__(self):
         return f"Bridge(num_critics={len(self._hops)}, banks={self.banks})"
@@ -245,14 +246,41 @@ class Bridge:
         chunks = bank.chunks(self.chunk_size)
         if bank.kind != "tensor":
             chunks = tqdm(chunks, desc="bank chunks", disable=None if self.progress else True)
-        for chunk in chunks:
-            num, den = chain.three_chain_partials(*chunk, **kwargs)
+        cache = self._normalizer_cache(bank, targets, method)
+        for start, chunk in zip(
+            range(0, 2**62, self.chunk_size or DEFAULT_CHUNK_SIZE), chunks, strict=False
+        ):
+            log_z = None
+            if cache is not None:
+                key = (start, chunk[0].shape[0])
+                if key not in cache:
+                    right = kwargs["right"]
+                    cache[key] = chain.log_normalizer(right, right.encode_x(chunk[-2]), targets)
+                log_z = cache[key]
+            num, den = chain.three_chain_partials(*chunk, log_z=log_z, **kwargs)
             if numerator is None:
                 numerator, denominator = num, den
             else:
                 numerator = torch.logaddexp(numerator, num)
                 denominator = torch.logaddexp(denominator, den)
         return numerator - denominator.unsqueeze(-1)
+
+    def _normalizer_cache(self, bank, targets, method):
+        # log Z(b_m) over a target bank does not depend on the queries, so repeated calls (one
+        # per batch of queries) reuse it. The key holds the version counters of the B–C
+        # critic's tensors and of the target bank, so an optimizer step or any in-place edit
+        # invalidates it; nothing is cached while gradients may be needed.
+        right = self._hops[1][0]
+        if method != "exact" or targets is None or bank.kind not in ("tensor", "array"):
+            return None
+        tensors = list(right.parameters()) + list(right.buffers())
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return None
+        state = tuple((id(t), t._version) for t in tensors)
+        state += ((id(self.target_bank), self.target_bank._version), self.chunk_size)
+        if self._cache_state != state:
+            self._cache_state, self._cache = state, {}
+        return self._cache
 
     def _long_chain(self, queries, candidates, targets, method):
         encoded = [self._encode_bank(i) for i in range(len(self.banks))]

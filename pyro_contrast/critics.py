@@ -157,20 +157,36 @@ class Critic(nn.Module):
         """Scores of every pair: ``u`` (N, d) against ``v`` (M, d) gives (N, M)."""
         u, v = self._check_embeddings(u, v, pairwise=True)
         chunk = _check_chunk(chunk_size)
+        # The temperature is folded into the (small) query side, so each block of scores is
+        # one GEMM and at most one elementwise pass: banks make these matrices large.
+        inverse_t = self.temperature.to(u.dtype).reciprocal()
         if self.similarity == "cosine":
             u, v = _normalize(u), _normalize(v)
         elif self.similarity == "bilinear":
             u = u @ self.weight.to(u.dtype)
+        if self.similarity == "neg_sq_l2":
+            # [u, -|u|^2/2, 1] . [v, 1, -|v|^2/2] = -|u - v|^2 / 2 in a single GEMM.
+            ones_u, ones_v = u.new_ones(u.shape[0], 1), v.new_ones(v.shape[0], 1)
+            u = torch.cat([u, -0.5 * u.pow(2).sum(-1, keepdim=True), ones_u], -1)
+            v = torch.cat([v, ones_v, -0.5 * v.pow(2).sum(-1, keepdim=True)], -1)
+        u = u * inverse_t
         blocks = []
         for start in range(0, max(u.shape[0], 1), chunk):
-            uc = u[start : start + chunk]
-            sim = uc @ v.T
+            scores = u[start : start + chunk] @ v.T
             if self.similarity == "neg_sq_l2":
-                # Expanded form is a GEMM; clamp because rounding can make a distance negative.
-                sq = uc.pow(2).sum(-1, keepdim=True) + v.pow(2).sum(-1) - 2 * sim
-                sim = -0.5 * sq.clamp(min=0)
-            blocks.append(sim)
-        return self._finish(torch.cat(blocks, 0) if blocks else u.new_zeros(0, v.shape[0]))
+                # Rounding can make a distance negative; the score is never positive.
+                scores = scores.clamp_(max=0) if not scores.requires_grad else scores.clamp(max=0)
+            if self.bias is not None:
+                bias = self.bias.to(scores.dtype)
+                scores = (
+                    scores + bias
+                    if scores.requires_grad or bias.requires_grad
+                    else scores.add_(bias)
+                )
+            blocks.append(scores)
+        if not blocks:
+            return u.new_zeros(0, v.shape[0])
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, 0)
 
     def forward(self, x, y):
         """Scores :math:`f(x_i, y_i)` of aligned pairs, shape ``x.shape[:-1]``."""

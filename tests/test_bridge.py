@@ -256,3 +256,24 @@ def test_analytic_rejects_mismatched_marginal_and_views():
         pc.Bridge([dot, dot], [views], marginal="gaussian").log_ratio(
             bank[:2], bank[:3], "analytic"
         )
+
+
+def test_target_normalizer_cache_is_reused_and_invalidated():
+    ab = pc.Critic.from_embeddings("dot", 1.0)
+    bc = pc.Critic.from_embeddings("dot", 1.0, learn_temperature=True)
+    bank, target = torch.randn(30, 3), torch.randn(40, 3)
+    a, c = torch.randn(2, 3), torch.randn(5, 3)
+    bridge = pc.Bridge([ab, bc], [bank], target_bank=target, chunk_size=7)
+    with torch.no_grad():
+        first = bridge.log_ratio(a, c)
+        assert len(bridge._cache) == 5  # one entry per bank chunk
+        assert_close(bridge.log_ratio(a, c), first)
+    # An optimizer step changes the B-C critic in place: the cache must not be reused.
+    optimizer = torch.optim.SGD(bc.parameters(), lr=0.5)
+    loss = bridge.log_ratio(a, c).logsumexp(-1).sum()
+    loss.backward()
+    optimizer.step()
+    fresh = pc.Bridge([ab, bc], [bank], target_bank=target, chunk_size=7)
+    with torch.no_grad():
+        assert_close(bridge.log_ratio(a, c), fresh.log_ratio(a, c))
+        assert not torch.allclose(bridge.log_ratio(a, c), first)

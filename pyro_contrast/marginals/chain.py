@@ -47,7 +47,9 @@ def log_normalizer(critic, bank_right, targets):
     return torch.cat(parts) - math.log(targets.shape[0])
 
 
-def three_chain_partials(*views_and_weights, left, right, queries, candidates, targets, method):
+def three_chain_partials(
+    *views_and_weights, left, right, queries, candidates, targets, method, log_z=None
+):
     r"""Log-space partial sums of one bank chunk for a chain A – B – C.
 
     Returns ``(numerator, denominator)`` with shapes (N, K) and (N,):
@@ -57,6 +59,8 @@ def three_chain_partials(*views_and_weights, left, right, queries, candidates, t
     - ``"lse"``: :math:`\log \sum_m e^{F_{nm} + G_{mk}}` and :math:`\log \sum_m w_m`.
 
     Partials of disjoint chunks combine by ``logaddexp``; the estimate is their difference.
+    ``log_z`` optionally supplies the chunk's C normalizer (it does not depend on the queries,
+    so a caller may cache it).
     This is the unit of work of streaming and distributed (Dask) reductions.
     """
     *views, log_weights = views_and_weights
@@ -65,7 +69,9 @@ def three_chain_partials(*views_and_weights, left, right, queries, candidates, t
     scores_left = left_scores(left, queries, bank_left, log_weights)
     scores_right = right.pairwise_embeddings(bank_right, candidates)
     if method == "exact":
-        if targets is None:
+        if log_z is not None:
+            log_z = log_z.to(scores_right.dtype)
+        elif targets is None:
             log_z = torch.logsumexp(scores_right, -1) - math.log(candidates.shape[0])
         else:
             log_z = log_normalizer(right, bank_right, targets)
