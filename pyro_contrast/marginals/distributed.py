@@ -42,9 +42,26 @@ def _as_tensor(block):
     return torch.from_numpy(block)
 
 
-def _apply(fn, *blocks):
-    """Run ``fn`` on one row block of every array (on a worker); check what it returns."""
-    parts = fn(*(_as_tensor(b) for b in blocks))
+def _apply(fn, chunk_size, split_every, *blocks):
+    """Run ``fn`` on one row block of every array (on a worker), ``chunk_size`` rows at a
+    time so its temporaries stay cache-sized, and combine the pieces like blocks."""
+    levels = [[]]  # a tree of combinations built as pieces arrive: O(log) partials held
+    for start in range(0, blocks[0].shape[0], chunk_size):
+        pieces = (_as_tensor(b[start : start + chunk_size]) for b in blocks)
+        part, depth = _check_parts(fn(*pieces)), 0
+        while True:
+            levels[depth].append(part)
+            if len(levels[depth]) < split_every:
+                break
+            part, levels[depth] = _combine(*levels[depth]), []
+            depth += 1
+            if depth == len(levels):
+                levels.append([])
+    rest = [part for level in levels for part in level]
+    return _combine(*rest) if len(rest) > 1 else rest[0]
+
+
+def _check_parts(parts):
     if isinstance(parts, torch.Tensor) or not isinstance(parts, Sequence):
         raise TypeError(f"fn must return a tuple of tensors, got {type(parts).__name__}")
     if not parts or not all(isinstance(p, torch.Tensor) for p in parts):
@@ -84,7 +101,9 @@ def _row_blocks(arrays, dask):
     ]
 
 
-def logsumexp_reduce_blocks(arrays, fn, *, client=None, progress=False, split_every=8):
+def logsumexp_reduce_blocks(
+    arrays, fn, *, client=None, progress=False, split_every=8, chunk_size=16384
+):
     r"""Compute log-space partials per row block on a dask cluster and combine them exactly.
 
     With row blocks :math:`B_1, \ldots, B_J` shared by all ``arrays`` (e.g. the views of
@@ -95,10 +114,12 @@ def logsumexp_reduce_blocks(arrays, fn, *, client=None, progress=False, split_ev
         \mathrm{out}_t = \log \sum_j \exp \mathrm{fn}(\mathrm{arrays}[B_j])_t
 
     elementwise. ``fn`` runs on the workers of the active ``dask.distributed`` client (or
-    ``client``), once per block, and receives one CPU torch tensor per array; its partials
-    travel up a tree of ``split_every``-ary ``logsumexp`` combinations, also on the
-    workers. ``fn`` must be picklable (a module-level function, or a closure, which
-    cloudpickle ships by value) and import only what the workers have installed.
+    ``client``) and receives one CPU torch tensor per array, holding ``chunk_size`` rows of
+    a block at a time (pieces of a block are partials too, so they combine the same way and
+    the temporaries stay cache-sized however large the blocks); the partials travel up a
+    tree of ``split_every``-ary ``logsumexp`` combinations, also on the workers. ``fn``
+    must be picklable (a module-level function, or a closure, which cloudpickle ships by
+    value) and import only what the workers have installed.
 
     **References**
 
@@ -110,12 +131,13 @@ def logsumexp_reduce_blocks(arrays, fn, *, client=None, progress=False, split_ev
     :param client: a ``distributed.Client`` (default: the active one).
     :param bool progress: show a progress bar over blocks (hidden when not a TTY).
     :param int split_every: fan-in of the reduction tree.
+    :param int chunk_size: rows per call of ``fn`` within a block.
     :returns: tuple of combined tensors, one per output of ``fn``.
     :rtype: tuple
 
     >>> import dask.array as da
     >>> from distributed import Client, LocalCluster
-    >>> cluster = LocalCluster(processes=False, n_workers=1, dashboard_address=None)
+    >>> cluster = LocalCluster(processes=False, n_workers=1, dashboard_address="127.0.0.1:0")
     >>> client = Client(cluster)
     >>> bank = da.arange(8.0, chunks=3).reshape(8, 1)
     >>> logsumexp_reduce_blocks([bank], lambda z: (torch.logsumexp(z[:, 0], 0),), client=client)
@@ -127,6 +149,8 @@ def logsumexp_reduce_blocks(arrays, fn, *, client=None, progress=False, split_ev
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if isinstance(split_every, bool) or not isinstance(split_every, int) or split_every < 2:
         raise ValueError(f"split_every must be an int >= 2, got {split_every!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     blocks = _row_blocks(arrays, dask)
     if client is None:
         try:
@@ -141,7 +165,7 @@ def logsumexp_reduce_blocks(arrays, fn, *, client=None, progress=False, split_ev
     block_futures = [client.compute(column) for column in blocks]
     fn_future = client.scatter(fn, broadcast=True, hash=False)
     level = [
-        client.submit(_apply, fn_future, *row, pure=False)
+        client.submit(_apply, fn_future, chunk_size, split_every, *row, pure=False)
         for row in zip(*block_futures, strict=True)
     ]
     if progress:

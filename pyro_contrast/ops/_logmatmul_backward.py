@@ -63,7 +63,12 @@ def backward(x, y, out, grad, chunk):
         x_fast = x.masked_fill(torch.isnan(x) | (x == math.inf), -math.inf)
         y_fast = y.masked_fill(torch.isnan(y) | (y == math.inf), -math.inf)
     floor = exp_floor(out.dtype)
+    # First-order backward (no graph) fills preallocated gradients: no second copy via cat.
+    record = torch.is_grad_enabled()
     dx_parts, dy_parts = [], []
+    if not record:
+        dx_full = x.new_empty(batch_shape + (num_rows, num_inner))
+        dy_full = y.new_empty(batch_shape + (num_inner, num_cols))
     for lo, hi in bounds:
         xc, yc = x_fast[..., lo:hi], y_fast[..., lo:hi, :]
         with torch.no_grad():
@@ -86,8 +91,14 @@ def backward(x, y, out, grad, chunk):
         cells = exact.nonzero(as_tuple=True)
         if cells[-1].numel():
             dx, dy = _add_exact((x, y), cells, grad, out, lo, hi, dx, dy)
-        dx_parts.append(dx)
-        dy_parts.append(dy)
+        if record:
+            dx_parts.append(dx)
+            dy_parts.append(dy)
+        else:
+            dx_full[..., lo:hi] = dx
+            dy_full[..., lo:hi, :] = dy
+    if not record:
+        return dx_full, dy_full
     return torch.cat(dx_parts, -1), torch.cat(dy_parts, -2)
 
 

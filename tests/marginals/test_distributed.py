@@ -21,7 +21,7 @@ def client():
         n_workers=2,
         threads_per_worker=1,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",  # None would still bind the default port 8787
     )
     client = distributed.Client(cluster, set_as_default=False)
     yield client
@@ -54,7 +54,10 @@ def test_matches_single_machine(client):
     def fn(z_left, z_right):  # a closure: shipped by value to the workers
         return _partials(queries, candidates, z_left, z_right)
 
-    numerator, denominator = logsumexp_reduce_blocks(arrays, fn, client=client, split_every=2)
+    # 1300-row blocks in 500-row pieces, combined in pairs: every level of the tree is used.
+    numerator, denominator = logsumexp_reduce_blocks(
+        arrays, fn, client=client, split_every=2, chunk_size=500
+    )
     expected = _partials(queries, candidates, torch.from_numpy(left), torch.from_numpy(right))
     assert numerator.shape == (6, 5) and denominator.shape == (6,)
     assert_close(numerator, expected[0], atol=1e-5, rtol=1e-5)
@@ -100,6 +103,8 @@ def test_bad_arguments(client):
         logsumexp_reduce_blocks(arrays, lambda z: (z.sum(),), client="tcp://nowhere")
     with pytest.raises(ValueError, match="split_every"):
         logsumexp_reduce_blocks(arrays, lambda z: (z.sum(),), client=client, split_every=1)
+    with pytest.raises(ValueError, match="chunk_size"):
+        logsumexp_reduce_blocks(arrays, lambda z: (z.sum(),), client=client, chunk_size=0)
     with pytest.raises(TypeError, match="tuple of tensors"):
         logsumexp_reduce_blocks(arrays, lambda z: z.sum(), client=client)
 
