@@ -14,7 +14,7 @@ import torch
 
 
 def add_common_arguments(parser, default_out):
-    """Add ``--out``, ``--force``, ``--seed``, ``--no-plots`` and ``--threads`` to an argparse parser."""
+    """Add ``--out``, ``--force``, ``--seed``, ``--no-plots`` and ``--threads`` to a parser."""
     parser.add_argument("--out", default=default_out, help="results folder (new or empty)")
     parser.add_argument("--force", action="store_true", help="write into a non-empty folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed")

@@ -130,8 +130,10 @@ def _main(args):
     truth = _Truth(joint_covariance(args.dim_x, args.dim_y, args.seed), args.dim_x)
     g = torch.Generator().manual_seed(args.seed + 1)
     chol = torch.linalg.cholesky(truth.joint.covariance_matrix)
-    draw = (lambda n: torch.randn(n, args.dim_x + args.dim_y, generator=g,
-                                  dtype=torch.float64) @ chol.T)
+
+    def draw(n):
+        return torch.randn(n, args.dim_x + args.dim_y, generator=g, dtype=torch.float64) @ chol.T
+
     train, test = draw(args.num_train), draw(args.num_test)
     x, y, x_test = train[:, :args.dim_x], train[:, args.dim_x:], test[:, :args.dim_x]
     zero = torch.zeros(args.dim_y, dtype=torch.float64)
