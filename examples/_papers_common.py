@@ -40,6 +40,10 @@ def _atomic(path, write, mode="w"):
     try:
         with os.fdopen(fd, mode) as handle:
             write(handle)
+        # mkstemp creates 0600 files; give results the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
