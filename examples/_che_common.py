@@ -8,13 +8,13 @@ import io
 import json
 import math
 import os
-import tempfile
 
 import numpy as np
 import torch
 
 import pyro_contrast as pc
 from pyro_contrast import metrics as _metrics
+from pyro_contrast.io import atomic_write
 
 SIMILARITIES = ("cosine", "dot", "neg_sq_l2")
 
@@ -36,18 +36,8 @@ def prepare_out(out, force):
 
 
 def write_bytes(path, data):
-    """Write ``data`` atomically: a temporary file in the same folder, then ``os.replace``."""
-    folder, name = os.path.split(path)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Write ``data`` atomically (a temporary file in the same folder, then a rename)."""
+    atomic_write(path, lambda handle: handle.write(data), overwrite=True)
 
 
 def write_text(path, text):

@@ -6,11 +6,13 @@ moved into place with ``os.replace``, so a crash never leaves a half-written res
 """
 
 import contextlib
+import io
 import json
 import os
-import tempfile
 
 import torch
+
+from pyro_contrast.io import atomic_write
 
 
 def add_common_arguments(parser, default_out):
@@ -19,8 +21,9 @@ def add_common_arguments(parser, default_out):
     parser.add_argument("--force", action="store_true", help="write into a non-empty folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch/BLAS threads (tiny models run fastest on one)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch/BLAS threads (tiny models run fastest on one)"
+    )
     return parser
 
 
@@ -35,20 +38,17 @@ def prepare_out(path, force):
 
 
 def _atomic(path, write, mode="w"):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, mode) as handle:
+    # One implementation of atomic files for the package and the examples.
+    def write_binary(handle):
+        if mode == "wb":
             write(handle)
-        # mkstemp creates 0600 files; give results the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+            return
+        text = io.TextIOWrapper(handle, encoding="utf-8")
+        write(text)
+        text.flush()
+        text.detach()  # leave the binary handle open for atomic_write to sync and close
+
+    atomic_write(path, write_binary, overwrite=True)
 
 
 def write_text(path, text):
@@ -73,8 +73,11 @@ def save_figure(fig, path, dpi=80):
     """Save a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
-    _atomic(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi,
-                                             bbox_inches="tight"), mode="wb")
+    _atomic(
+        path,
+        lambda handle: fig.savefig(handle, format="png", dpi=dpi, bbox_inches="tight"),
+        mode="wb",
+    )
     plt.close(fig)
 
 

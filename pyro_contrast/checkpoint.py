@@ -2,12 +2,12 @@ r"""Saving critics and training state safely: atomic writes, weights-only loadin
 
 import json
 import os
-import tempfile
 
 import torch
 from torch import nn
 
 from pyro_contrast.critics import Critic
+from pyro_contrast.io import atomic_write
 
 _FORMAT = "pyro_contrast.critic"
 _VERSION = 1
@@ -108,8 +108,14 @@ def load_critic(path, *, encoder_x=None, encoder_y=None, map_location="cpu"):
         else:
             enc_y = encoder_y if encoder_y is not None else _build(spec["encoder_y"], "encoder_y")
         critic = Critic(
-            enc_x, enc_y, spec["similarity"], spec["temperature"], spec["learn_temperature"],
-            spec["bias"], dim_x=spec["dim_x"], dim_y=spec["dim_y"],
+            enc_x,
+            enc_y,
+            spec["similarity"],
+            spec["temperature"],
+            spec["learn_temperature"],
+            spec["bias"],
+            dim_x=spec["dim_x"],
+            dim_y=spec["dim_y"],
         ).to(dtype)
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path!r} has an invalid critic spec: {err!r}") from None
@@ -123,19 +129,8 @@ def load_critic(path, *, encoder_x=None, encoder_y=None, map_location="cpu"):
 
 
 def write_atomic(path, write):
-    """Write a file through ``write(fileobj)`` into a temporary sibling, then rename it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write (and replace) ``path`` atomically; see :func:`pyro_contrast.io.atomic_write`."""
+    return atomic_write(path, write, overwrite=True)
 
 
 def load_weights(path, map_location="cpu"):
@@ -185,8 +180,12 @@ def _encoder_spec(module):
     if type(module) is nn.Identity:
         return {"type": "identity"}
     if type(module) is nn.Linear:
-        return {"type": "linear", "in_features": module.in_features,
-                "out_features": module.out_features, "bias": module.bias is not None}
+        return {
+            "type": "linear",
+            "in_features": module.in_features,
+            "out_features": module.out_features,
+            "bias": module.bias is not None,
+        }
     if type(module) is nn.Sequential:
         return {"type": "sequential", "layers": [_encoder_spec(m) for m in module]}
     if type(module) in _LAYERS:
@@ -213,8 +212,10 @@ def _build(spec, name):
             kwargs["bias"] = spec["bias"]
         return cls(**kwargs)
     if kind == "custom":
-        raise ValueError(f"{name} is a custom module ({spec['class']}); build it and pass "
-                         f"load_critic(path, {name}=module)")
+        raise ValueError(
+            f"{name} is a custom module ({spec['class']}); build it and pass "
+            f"load_critic(path, {name}=module)"
+        )
     raise ValueError(f"unknown encoder type {kind!r} for {name}")
 
 

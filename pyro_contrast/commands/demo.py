@@ -11,10 +11,11 @@ import datetime
 import json
 import os
 import sys
-import tempfile
 import time
 
 import torch
+
+from pyro_contrast.io import atomic_write
 
 DEFAULTS = dict(
     seed=0,
@@ -216,13 +217,5 @@ def _settings(args):
 
 
 def _write_json(path, payload):
-    folder = os.path.dirname(path)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".results.", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    data = json.dumps(payload, indent=2).encode()
+    atomic_write(path, lambda handle: handle.write(data), overwrite=True)
