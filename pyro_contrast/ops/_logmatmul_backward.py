@@ -26,12 +26,19 @@ import torch
 
 from pyro_contrast.ops._logmatmul_kernels import (
     _BLOCK_ELEMENTS,
+    _LOG2E,
     _cell_index,
     chunk_bounds,
     clamp_shift,
     exp_floor,
     safe_threshold,
+    scratch,
 )
+
+
+def _exp_clamped(value, floor):
+    """Out-of-place (differentiable) twin of ``exp_clamped_``: ``exp2`` is the fast kernel."""
+    return (value * _LOG2E).clamp(min=floor * _LOG2E).exp2()
 
 
 def _scale(grad):
@@ -69,6 +76,7 @@ def backward(x, y, out, grad, chunk):
     if not record:
         dx_full = x.new_empty(batch_shape + (num_rows, num_inner))
         dy_full = y.new_empty(batch_shape + (num_inner, num_cols))
+    log_scale = scale.log()
     for lo, hi in bounds:
         xc, yc = x_fast[..., lo:hi], y_fast[..., lo:hi, :]
         with torch.no_grad():
@@ -77,18 +85,25 @@ def backward(x, y, out, grad, chunk):
             shift = a + b
             fast = finite & (shift - out <= threshold)
             exact = (finite & ~fast) | always_exact
-        ex = (xc - a).clamp(min=floor).exp()
-        ey = (yc - b).clamp(min=floor).exp()
+            cells = exact.nonzero(as_tuple=True)
+        # exp2 is the fast kernel (see _logmatmul_kernels); ex carries the scale s = max|g|,
+        # so both products below come out scaled back with no extra pass.
+        if record:
+            ex = ((xc - (a - log_scale)) * _LOG2E).exp2()
+            ey = ((yc - b) * _LOG2E).exp2()
+        else:
+            ex = torch.sub(xc, a - log_scale, out=scratch("x", xc.shape, xc))
+            ey = torch.sub(yc, b, out=scratch("y", yc.shape, yc)).mul_(_LOG2E).exp2_()
+            ex = ex.mul_(_LOG2E).exp2_()
         # Masked cells get a finite exponent: exp(huge) * 0 would be NaN in double backward.
         exponent = torch.where(fast, shift - out, torch.full_like(out, floor)).clamp(min=floor)
         h = torch.where(fast, weighted * exponent.exp(), torch.zeros_like(weighted))
-        dx = (ex * torch.matmul(h, ey.transpose(-1, -2)) * scale).expand(
-            batch_shape + (num_rows, hi - lo)
-        )
-        dy = (ey * torch.matmul(ex.transpose(-1, -2), h) * scale).expand(
-            batch_shape + (hi - lo, num_cols)
-        )
-        cells = exact.nonzero(as_tuple=True)
+        if not record and not cells[-1].numel():  # write straight into the gradients
+            torch.mul(ex, torch.matmul(h, ey.transpose(-1, -2)), out=dx_full[..., lo:hi])
+            torch.mul(ey, torch.matmul(ex.transpose(-1, -2), h), out=dy_full[..., lo:hi, :])
+            continue
+        dx = (ex * torch.matmul(h, ey.transpose(-1, -2))).expand(batch_shape + (num_rows, hi - lo))
+        dy = (ey * torch.matmul(ex.transpose(-1, -2), h)).expand(batch_shape + (hi - lo, num_cols))
         if cells[-1].numel():
             dx, dy = _add_exact((x, y), cells, grad, out, lo, hi, dx, dy)
         if record:
@@ -120,7 +135,7 @@ def _add_exact(inputs, cells, grad, out, lo, hi, dx, dy):
         sel = slice(p, p + step)
         rows = tuple(i[sel] for i in bidx)
         z = xc[rows + (n[sel],)] + yc[rows + (k[sel],)] - out_cells[sel].unsqueeze(-1)
-        contribution = grad_cells[sel].unsqueeze(-1) * z.clamp(min=floor).exp()
+        contribution = grad_cells[sel].unsqueeze(-1) * _exp_clamped(z, floor)
         dx = dx.index_add(0, flat[sel] * num_rows + n[sel], contribution)
         dy = dy.index_add(0, flat[sel] * num_cols + k[sel], contribution)
     dx = dx.reshape(batch_shape + (num_rows, width))
