@@ -12,7 +12,8 @@
    single-machine answer.
 
 Prints a table and a final JSON line. ``--quick`` is a tiny smoke run. Unless
-``OMP_WAIT_POLICY`` is set this sets it to ``PASSIVE`` (see ``bench_logmatmul.py``).
+``OMP_WAIT_POLICY`` is set, this sets it to ``PASSIVE`` on an oversubscribed machine (see
+``bench_logmatmul.py``).
 """
 
 import argparse
@@ -25,7 +26,10 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads
+# Before torch starts its threads: on an oversubscribed machine, spinning OpenMP threads
+# steal the cores (see bench_logmatmul.py); on a quiet one, passive waiting slows small ops.
+if "OMP_WAIT_POLICY" not in os.environ and os.getloadavg()[0] > (os.cpu_count() or 1):
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import numpy as np  # noqa: E402
 import pyro  # noqa: E402
