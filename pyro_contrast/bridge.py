@@ -247,6 +247,8 @@ class Bridge:
         if bank.kind != "tensor":
             chunks = tqdm(chunks, desc="bank chunks", disable=None if self.progress else True)
         cache = self._normalizer_cache(bank, targets, method)
+        dtype = torch.promote_types(queries[0].dtype, candidates.dtype)
+        accumulate = torch.float64 if bank.kind != "tensor" or len(bank) > 65536 else dtype
         for start, chunk in zip(
             range(0, 2**62, self.chunk_size or DEFAULT_CHUNK_SIZE), chunks, strict=False
         ):
@@ -258,12 +260,14 @@ class Bridge:
                     cache[key] = chain.log_normalizer(right, right.encode_x(chunk[-2]), targets)
                 log_z = cache[key]
             num, den = chain.three_chain_partials(*chunk, log_z=log_z, **kwargs)
+            # Hundreds of chunks accumulate float32 rounding; sum the partials in float64.
+            num, den = num.to(accumulate), den.to(accumulate)
             if numerator is None:
                 numerator, denominator = num, den
             else:
                 numerator = torch.logaddexp(numerator, num)
                 denominator = torch.logaddexp(denominator, den)
-        return numerator - denominator.unsqueeze(-1)
+        return (numerator - denominator.unsqueeze(-1)).to(dtype)
 
     def _normalizer_cache(self, bank, targets, method):
         # log Z(b_m) over a target bank does not depend on the queries, so repeated calls (one
