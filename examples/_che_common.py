@@ -3,6 +3,7 @@
 Not part of the library: the examples import it by path (``examples/`` is not a package).
 """
 
+import argparse
 import contextlib
 import io
 import json
@@ -80,6 +81,39 @@ def num_threads(count):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def new_parser(description):
+    """An argument parser with the results-folder flags every example shares."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", required=True, help="results folder (must be empty)")
+    parser.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (chain and training)")
+    return parser
+
+
+def add_training_arguments(parser, *, num_queries=2048):
+    """Flags of the chain experiments: held-out sizes, critic training, threads, plots."""
+    parser.add_argument("--num-train", type=int, default=10000, help="training triplets")
+    parser.add_argument("--num-queries", type=int, default=num_queries, help="held-out triplets")
+    parser.add_argument("--num-candidates", type=int, default=32, help="K, group size")
+    parser.add_argument("--dim", type=int, default=8, help="embedding dimension")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--loss", default="symmetric_infonce", choices=sorted(pc.losses.LOSSES))
+    parser.add_argument("--num-threads", type=int, default=1, help="torch threads (0: keep)")
+    parser.add_argument("--no-plots", action="store_true")
+    return parser
+
+
+def check_training_arguments(args, extra=()):
+    """Clear errors for the flags of :func:`add_training_arguments` (plus ``extra`` counts)."""
+    check_positive(args, ("num_train", "num_queries", "dim", "steps", "batch_size", *extra))
+    if args.num_candidates < 2 or args.num_queries < args.num_candidates:
+        raise ValueError("--num-candidates must be >= 2 and <= --num-queries")
 
 
 def check_positive(args, names):

@@ -12,7 +12,6 @@ candidates, C normalizer over a fixed C bank, divided by the group's queries).
 Run: ``python examples/bank_size.py --out results/che_bank_size``
 """
 
-import argparse
 import os
 import sys
 import time
@@ -29,39 +28,21 @@ METHODS = ("lse", "exact")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", required=True, help="results folder (must be empty)")
-    parser.add_argument("--force", action="store_true", help="write into a non-empty --out")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = common.new_parser(__doc__)
     parser.add_argument(
         "--bank-sizes", type=int, nargs="+", default=[64, 256, 1024, 4096, 16384, 100000]
     )
     parser.add_argument("--target-bank-size", type=int, default=1024, help="C normalizer bank")
     parser.add_argument("--similarity", default="neg_sq_l2", choices=common.SIMILARITIES)
-    parser.add_argument("--num-train", type=int, default=10000)
-    parser.add_argument("--num-queries", type=int, default=1024)
-    parser.add_argument("--num-candidates", type=int, default=32)
-    parser.add_argument("--dim", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--loss", default="symmetric_infonce", choices=sorted(pc.losses.LOSSES))
-    parser.add_argument("--num-threads", type=int, default=1, help="torch threads (0: keep)")
-    parser.add_argument("--no-plots", action="store_true")
+    common.add_training_arguments(parser, num_queries=1024)
     return parser.parse_args(argv)
 
 
 def main(args):
     """Train once, sweep the bank size, write table/JSON/figure; returns the summary dict."""
-    common.check_positive(
-        args, ("num_train", "num_queries", "target_bank_size", "dim", "steps", "batch_size")
-    )
+    common.check_training_arguments(args, ("target_bank_size",))
     if not args.bank_sizes or min(args.bank_sizes) < 1:
         raise ValueError(f"--bank-sizes must be positive integers, got {args.bank_sizes}")
-    if args.num_candidates < 2 or args.num_queries < args.num_candidates:
-        raise ValueError("--num-candidates must be >= 2 and <= --num-queries")
     out = common.prepare_out(args.out, args.force)
     started = time.perf_counter()
     with common.num_threads(args.num_threads):
@@ -94,9 +75,15 @@ def _sweep(args):
         methods = METHODS if direct_done else METHODS + ("direct",)
         for method in methods:
             scores, seconds = _grouped_scores(bridge, a_test, c_test, k, method)
-            rows.append(_row(method, None if method == "direct" else size,
-                             common.recall_at_1(scores, k), common.kl_to_truth(truth, scores),
-                             seconds / len(scores)))
+            rows.append(
+                _row(
+                    method,
+                    None if method == "direct" else size,
+                    common.recall_at_1(scores, k),
+                    common.kl_to_truth(truth, scores),
+                    seconds / len(scores),
+                )
+            )
         direct_done = True
     return rows
 
@@ -116,27 +103,38 @@ def _grouped_scores(bridge, a, c, k, method):
 def _row(method, size, recall, kl, seconds):
     recall_mean, recall_se = common.mean_and_se(recall)
     kl_mean, kl_se = common.mean_and_se(kl)
-    return dict(method=method, bank_size=size, recall=recall_mean, recall_se=recall_se,
-                kl=kl_mean, kl_se=kl_se, seconds_per_query=seconds)
+    return dict(
+        method=method,
+        bank_size=size,
+        recall=recall_mean,
+        recall_se=recall_se,
+        kl=kl_mean,
+        kl_se=kl_se,
+        seconds_per_query=seconds,
+    )
 
 
 def _table(rows, args):
-    lines = [f"similarity={args.similarity}, K={args.num_candidates}, C normalizer bank "
-             f"{args.target_bank_size}; intervals +- 1.96 SE over queries",
-             f"{'method':<7} {'bank M':>7}  {'recall@1':>15}  {'KL to truth':>15}  "
-             f"{'ms/query':>9}"]
+    lines = [
+        f"similarity={args.similarity}, K={args.num_candidates}, C normalizer bank "
+        f"{args.target_bank_size}; intervals +- 1.96 SE over queries",
+        f"{'method':<7} {'bank M':>7}  {'recall@1':>15}  {'KL to truth':>15}  {'ms/query':>9}",
+    ]
     for r in rows:
         size = "-" if r["bank_size"] is None else str(r["bank_size"])
         ms = "-" if r["seconds_per_query"] is None else f"{1e3 * r['seconds_per_query']:.3f}"
-        lines.append(f"{r['method']:<7} {size:>7}  {r['recall']:>8.3f}+-{1.96 * r['recall_se']:.3f}"
-                     f"  {r['kl']:>8.3f}+-{1.96 * r['kl_se']:.3f}  {ms:>9}")
+        lines.append(
+            f"{r['method']:<7} {size:>7}  {r['recall']:>8.3f}+-{1.96 * r['recall_se']:.3f}"
+            f"  {r['kl']:>8.3f}+-{1.96 * r['kl_se']:.3f}  {ms:>9}"
+        )
     return "\n".join(lines)
 
 
 def _csv(rows):
     header = "method,bank_size,recall,recall_se,kl,kl_se,seconds_per_query"
-    lines = [header] + [",".join("" if r[k] is None else str(r[k]) for k in header.split(","))
-                        for r in rows]
+    lines = [header] + [
+        ",".join("" if r[k] is None else str(r[k]) for k in header.split(",")) for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -155,8 +153,14 @@ def _plot(rows, args, path):
             mean = np.array([r[key] for r in picked])
             half = 1.96 * np.array([r[f"{key}_se"] for r in picked])
             axis.errorbar(sizes, mean, yerr=half, color=color, marker="o", ms=3, label=method)
-        axes[2].plot(sizes, [1e3 * r["seconds_per_query"] for r in picked], color=color,
-                     marker="o", ms=3, label=method)
+        axes[2].plot(
+            sizes,
+            [1e3 * r["seconds_per_query"] for r in picked],
+            color=color,
+            marker="o",
+            ms=3,
+            label=method,
+        )
     truth = next(r for r in rows if r["method"] == "truth")
     direct = next(r for r in rows if r["method"] == "direct")
     axes[0].axhline(truth["recall"], color="k", linestyle="--", label="truth (Bayes)")

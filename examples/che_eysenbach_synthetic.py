@@ -20,7 +20,6 @@ true PMI ranking from the simulator; it must not be beaten by more than its Mont
 Run: ``python examples/che_eysenbach_synthetic.py --out results/che_synthetic``
 """
 
-import argparse
 import os
 import sys
 import time
@@ -37,37 +36,19 @@ BRIDGED = ("direct", "lse", "exact")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", required=True, help="results folder (must be empty)")
-    parser.add_argument("--force", action="store_true", help="write into a non-empty --out")
-    parser.add_argument("--seed", type=int, default=0, help="first seed (chain and training)")
+    parser = common.new_parser(__doc__)
     parser.add_argument("--num-seeds", type=int, default=3, help="independent training runs")
     parser.add_argument(
         "--similarities", nargs="+", default=list(common.SIMILARITIES), choices=common.SIMILARITIES
     )
-    parser.add_argument("--num-train", type=int, default=10000, help="training triplets")
-    parser.add_argument("--num-queries", type=int, default=2048, help="held-out triplets")
-    parser.add_argument("--num-candidates", type=int, default=32, help="K, group size")
     parser.add_argument("--bank-size", type=int, default=4096, help="B bank (and C bank) size")
-    parser.add_argument("--dim", type=int, default=8, help="embedding dimension")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--loss", default="symmetric_infonce", choices=sorted(pc.losses.LOSSES))
-    parser.add_argument("--num-threads", type=int, default=1, help="torch threads (0: keep)")
-    parser.add_argument("--no-plots", action="store_true")
+    common.add_training_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(args):
     """Train, score, check the ceiling, write the results folder; returns the summary dict."""
-    common.check_positive(
-        args, ("num_seeds", "num_train", "num_queries", "bank_size", "dim", "steps", "batch_size")
-    )
-    if args.num_candidates < 2 or args.num_queries < args.num_candidates:
-        raise ValueError("--num-candidates must be >= 2 and <= --num-queries")
+    common.check_training_arguments(args, ("num_seeds", "bank_size"))
     out = common.prepare_out(args.out, args.force)
     started = time.perf_counter()
     with common.num_threads(args.num_threads):
@@ -133,8 +114,15 @@ def _summarize(per_seed, args):
         recalls = [p["recall"][key].mean() for p in per_seed]
         mean, low, high = common.t_interval(recalls, bounds=(0.0, 1.0))
         similarity, mode, method = ("-", "truth", "bayes") if key == "bayes" else key
-        row = dict(similarity=similarity, model=mode, method=method,
-                   recall=mean, recall_low=low, recall_high=high, per_seed=recalls)
+        row = dict(
+            similarity=similarity,
+            model=mode,
+            method=method,
+            recall=mean,
+            recall_low=low,
+            recall_high=high,
+            per_seed=recalls,
+        )
         if key != "bayes":
             kl_mean, kl_low, kl_high = common.t_interval(
                 [p["kl"][key].mean() for p in per_seed], bounds=(0.0, None)
@@ -149,18 +137,24 @@ def _closeness(rows, similarities):
     result = {}
     for similarity in similarities:
         for mode in ("shared", "separate"):
-            gap = {r["method"]: ceiling - r["recall"] for r in rows
-                   if r["similarity"] == similarity and r["model"] == mode}
+            gap = {
+                r["method"]: ceiling - r["recall"]
+                for r in rows
+                if r["similarity"] == similarity and r["model"] == mode
+            }
             result[f"{similarity}/{mode}"] = {
-                "gap_exact": gap["exact"], "gap_lse": gap["lse"],
+                "gap_exact": gap["exact"],
+                "gap_lse": gap["lse"],
                 "exact_at_least_as_close": abs(gap["exact"]) <= abs(gap["lse"]),
             }
     return result
 
 
 def _table(rows):
-    lines = [f"{'similarity':<10} {'model':<9} {'method':<7} {'recall@1 [95% t]':<26} "
-             f"{'KL(truth||method) [95% t]':<26}"]
+    lines = [
+        f"{'similarity':<10} {'model':<9} {'method':<7} {'recall@1 [95% t]':<26} "
+        f"{'KL(truth||method) [95% t]':<26}"
+    ]
     for r in rows:
         recall = common.format_interval(r["recall"], r["recall_low"], r["recall_high"])
         kl = common.format_interval(r["kl"], r["kl_low"], r["kl_high"]) if "kl" in r else "-"
@@ -172,17 +166,18 @@ def _check_text(check):
     bad = [c for c in check if not c["ok"]]
     worst = max(check, key=lambda c: c["excess"] / max(c["se"], 1e-12))
     verdict = "OK" if not bad else f"VIOLATED by {[c['method'] for c in bad]}"
-    return (f"Bayes ceiling check (method - ceiling <= 3 SE, paired over pooled queries): "
-            f"{verdict}; closest: {worst['method']} excess {worst['excess']:+.4f} "
-            f"(SE {worst['se']:.4f})")
+    return (
+        f"Bayes ceiling check (method - ceiling <= 3 SE, paired over pooled queries): "
+        f"{verdict}; closest: {worst['method']} excess {worst['excess']:+.4f} "
+        f"(SE {worst['se']:.4f})"
+    )
 
 
 def _closeness_text(closeness):
     lines = ["Gap to the Bayes ceiling, exact vs lse:"]
     for name, c in closeness.items():
         mark = "exact >= lse" if c["exact_at_least_as_close"] else "lse closer"
-        lines.append(f"  {name:<20} exact {c['gap_exact']:+.4f}  lse {c['gap_lse']:+.4f}  "
-                     f"({mark})")
+        lines.append(f"  {name:<20} exact {c['gap_exact']:+.4f}  lse {c['gap_lse']:+.4f}  ({mark})")
     return "\n".join(lines)
 
 
@@ -207,12 +202,15 @@ def _plot(rows, args, path):
     figure, axis = plt.subplots(figsize=(7.5, 3.6))
     width = 0.8 / len(bars)
     for j, (mode, method) in enumerate(bars):
-        picked = [next(r for r in rows if (r["similarity"], r["model"], r["method"])
-                       == (s, mode, method)) for s in args.similarities]
+        picked = [
+            next(r for r in rows if (r["similarity"], r["model"], r["method"]) == (s, mode, method))
+            for s in args.similarities
+        ]
         x = np.arange(len(args.similarities)) + (j - len(bars) / 2 + 0.5) * width
         means = np.array([r["recall"] for r in picked])
-        errors = np.array([[r["recall"] - r["recall_low"], r["recall_high"] - r["recall"]]
-                           for r in picked]).T
+        errors = np.array(
+            [[r["recall"] - r["recall_low"], r["recall_high"] - r["recall"]] for r in picked]
+        ).T
         axis.bar(x, means, width, yerr=errors, color=colors[j], label=f"{mode} {method}")
     bayes = next(r for r in rows if r["method"] == "bayes")
     axis.axhline(bayes["recall"], color="k", linestyle="--", label="Bayes ceiling (truth)")

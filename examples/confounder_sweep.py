@@ -12,7 +12,6 @@ more dependent), the bridged methods do not, so the gap grows.
 Run: ``python examples/confounder_sweep.py --out results/che_confounder``
 """
 
-import argparse
 import os
 import sys
 import time
@@ -29,36 +28,18 @@ METHODS = ("truth", "oracle", "exact", "lse", "direct")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", required=True, help="results folder (must be empty)")
-    parser.add_argument("--force", action="store_true", help="write into a non-empty --out")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = common.new_parser(__doc__)
     parser.add_argument("--num-seeds", type=int, default=2, help="training runs per rho")
     parser.add_argument("--rhos", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--similarity", default="neg_sq_l2", choices=common.SIMILARITIES)
-    parser.add_argument("--num-train", type=int, default=10000)
-    parser.add_argument("--num-queries", type=int, default=2048)
-    parser.add_argument("--num-candidates", type=int, default=32)
     parser.add_argument("--bank-size", type=int, default=4096)
-    parser.add_argument("--dim", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--loss", default="symmetric_infonce", choices=sorted(pc.losses.LOSSES))
-    parser.add_argument("--num-threads", type=int, default=1, help="torch threads (0: keep)")
-    parser.add_argument("--no-plots", action="store_true")
+    common.add_training_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(args):
     """Sweep rho, write table/JSON/figure to ``--out``; returns the summary dict."""
-    common.check_positive(
-        args, ("num_seeds", "num_train", "num_queries", "bank_size", "dim", "steps", "batch_size")
-    )
-    if args.num_candidates < 2 or args.num_queries < args.num_candidates:
-        raise ValueError("--num-candidates must be >= 2 and <= --num-queries")
+    common.check_training_arguments(args, ("num_seeds", "bank_size"))
     if any(not np.isfinite(r) or r < 0 for r in args.rhos):
         raise ValueError(f"--rhos must be non-negative numbers, got {args.rhos}")
     out = common.prepare_out(args.out, args.force)
@@ -73,13 +54,18 @@ def main(args):
                 kl = np.concatenate([r["kl"][method] for r in runs])
                 mean, se = common.mean_and_se(recall)
                 kl_mean, kl_se = common.mean_and_se(kl)
-                rows.append(dict(rho=rho, method=method, recall=mean, recall_se=se,
-                                 kl=kl_mean, kl_se=kl_se))
+                rows.append(
+                    dict(rho=rho, method=method, recall=mean, recall_se=se, kl=kl_mean, kl_se=kl_se)
+                )
     check = _ceiling_ok(rows)
     text = _table(rows, args) + "\n\n" + check
     print(text)
-    summary = {"settings": vars(args), "rows": rows, "ceiling_check": check,
-               "seconds": time.perf_counter() - started}
+    summary = {
+        "settings": vars(args),
+        "rows": rows,
+        "ceiling_check": check,
+        "seconds": time.perf_counter() - started,
+    }
     common.write_text(os.path.join(out, "table.txt"), text + "\n")
     common.write_text(os.path.join(out, "table.csv"), _csv(rows))
     common.write_json(os.path.join(out, "results.json"), summary)
@@ -120,23 +106,30 @@ def _ceiling_ok(rows):
         bound = 3 * np.hypot(r["recall_se"], truth["recall_se"])
         if r["recall"] - truth["recall"] > bound:
             bad.append((r["rho"], r["method"]))
-    return ("Bayes ceiling check (method - truth <= 3 SE at every rho): "
-            + ("OK" if not bad else f"VIOLATED at {bad}"))
+    return "Bayes ceiling check (method - truth <= 3 SE at every rho): " + (
+        "OK" if not bad else f"VIOLATED at {bad}"
+    )
 
 
 def _table(rows, args):
-    lines = [f"recall@1 (K={args.num_candidates}) and KL(truth||method), +- 1.96 SE "
-             f"over pooled queries; similarity={args.similarity}",
-             f"{'rho':>5}  " + "  ".join(f"{m:>15}" for m in METHODS)]
+    lines = [
+        f"recall@1 (K={args.num_candidates}) and KL(truth||method), +- 1.96 SE "
+        f"over pooled queries; similarity={args.similarity}",
+        f"{'rho':>5}  " + "  ".join(f"{m:>15}" for m in METHODS),
+    ]
     for rho in args.rhos:
         picked = [next(r for r in rows if r["rho"] == rho and r["method"] == m) for m in METHODS]
-        lines.append(f"{rho:>5.2f}  " + "  ".join(
-            f"{r['recall']:>8.3f}+-{1.96 * r['recall_se']:.3f}" for r in picked))
+        lines.append(
+            f"{rho:>5.2f}  "
+            + "  ".join(f"{r['recall']:>8.3f}+-{1.96 * r['recall_se']:.3f}" for r in picked)
+        )
     lines.append("KL to truth (nats)")
     for rho in args.rhos:
         picked = [next(r for r in rows if r["rho"] == rho and r["method"] == m) for m in METHODS]
-        lines.append(f"{rho:>5.2f}  " + "  ".join(
-            f"{r['kl']:>8.3f}+-{1.96 * r['kl_se']:.3f}" for r in picked))
+        lines.append(
+            f"{rho:>5.2f}  "
+            + "  ".join(f"{r['kl']:>8.3f}+-{1.96 * r['kl_se']:.3f}" for r in picked)
+        )
     return "\n".join(lines)
 
 
@@ -152,8 +145,13 @@ def _plot(rows, args, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    styles = {"truth": ("k", "--"), "oracle": ("#31a354", "-"), "exact": ("#08519c", "-"),
-              "lse": ("#6baed6", "-"), "direct": ("#e6550d", "-")}
+    styles = {
+        "truth": ("k", "--"),
+        "oracle": ("#31a354", "-"),
+        "exact": ("#08519c", "-"),
+        "lse": ("#6baed6", "-"),
+        "direct": ("#e6550d", "-"),
+    }
     figure, axes = plt.subplots(1, 2, figsize=(8.5, 3.2))
     for method, (color, line) in styles.items():
         picked = [r for r in rows if r["method"] == method]

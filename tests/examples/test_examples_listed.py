@@ -23,4 +23,6 @@ def test_examples_are_argparse_scripts_with_docstrings():
             continue
         text = path.read_text()
         assert text.lstrip().startswith(('"""', 'r"""', "#!")), f"{path.name}: no docstring"
-        assert "argparse" in text and "def main(" in text, f"{path.name}: not an argparse main"
+        # argparse directly, or through a shared parser helper (examples/_*_common.py)
+        parses = "def parse_args(" in text or "argparse.ArgumentParser" in text
+        assert parses and "def main(" in text, f"{path.name}: no argparse main"
