@@ -156,17 +156,6 @@ def train(critics, data, mode, args, seed):
 
 
 # ---------------------------------------------------------------- scoring in groups of K
-def diagonal_blocks(matrix, size):
-    """Stack the (size, size) diagonal blocks of an (N, N) matrix into (N, size).
-
-    Held-out triplets are scored in groups of ``size``: each query's candidates are the C
-    items of its own group, one of which (same position) is its true partner.
-    """
-    groups = matrix.shape[0] // size
-    blocks = matrix[: groups * size, : groups * size].reshape(groups, size, groups, size)
-    return blocks[torch.arange(groups), :, torch.arange(groups), :].reshape(-1, size)
-
-
 def recall_at_1(scores, size):
     """Per-query recall@1 (ties shared at random in expectation), numpy (N,)."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -180,7 +169,7 @@ def kl_to_truth(truth, scores):
 
 
 def grouped(full, size):
-    return diagonal_blocks(torch.as_tensor(full, dtype=torch.float64), size).numpy()
+    return _metrics.grouped_candidates(np.asarray(full, dtype=np.float64), size)
 
 
 # ---------------------------------------------------------------- intervals

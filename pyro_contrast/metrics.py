@@ -19,6 +19,26 @@ from scipy.stats import rankdata
 _EULER_GAMMA = 0.5772156649015329
 
 
+def grouped_candidates(matrix, size):
+    """Stack the ``(size, size)`` diagonal blocks of an ``(N, N)`` score matrix into ``(N, size)``.
+
+    Held-out triplets are scored in groups of ``size``: each query's candidates are the C items
+    of its own group, the true partner at the query's own position. Scoring all N x N pairs
+    once and keeping the blocks is one large contraction instead of N / size small ones.
+    Works on numpy arrays and torch tensors; trailing rows beyond a whole group are dropped.
+
+    >>> grouped_candidates(np.arange(16.0).reshape(4, 4), 2)
+    array([[ 0.,  1.],
+           [ 4.,  5.],
+           [10., 11.],
+           [14., 15.]])
+    """
+    groups = matrix.shape[0] // size
+    blocks = matrix[: groups * size, : groups * size].reshape(groups, size, groups, size)
+    index = np.arange(groups)
+    return blocks[index, :, index, :].reshape(-1, size)
+
+
 def _rank_counts(scores, positives):
     positive_score = np.take_along_axis(scores, positives[:, None], axis=1)
     greater = (scores > positive_score).sum(axis=1)

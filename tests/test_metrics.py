@@ -3,6 +3,7 @@ import itertools
 import numpy as np
 import pytest
 import scipy.stats
+import torch
 from scipy.spatial.distance import jensenshannon
 
 from pyro_contrast import metrics
@@ -132,3 +133,15 @@ def test_calibration_of_constant_scores_is_nan():
     moments = metrics.calibration_moments(np.eye(3), np.ones((3, 3)))
     slope, intercept, r2 = metrics.calibration_from_moments(moments.sum(0), 9)
     assert np.isnan(slope) and np.isnan(intercept) and np.isnan(r2)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_grouped_candidates_keeps_each_groups_block(library):
+    from pyro_contrast.metrics import grouped_candidates
+
+    full = np.arange(36.0).reshape(6, 6)
+    matrix = full if library == "numpy" else torch.as_tensor(full)
+    out = np.asarray(grouped_candidates(matrix, 3))
+    expected = np.concatenate([full[:3, :3], full[3:, 3:]])
+    np.testing.assert_array_equal(out, expected)
+    assert np.asarray(grouped_candidates(matrix[:5, :5], 2)).shape == (4, 2)

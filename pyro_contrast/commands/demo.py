@@ -97,6 +97,7 @@ def run_demo(args, out):
     """Train, score and write the results folder; returns the summary dict."""
     import pyro_contrast as pc
     from pyro_contrast.compare import compare
+    from pyro_contrast.metrics import grouped_candidates
     from pyro_contrast.study import Study
     from pyro_contrast.train import fit
 
@@ -143,7 +144,7 @@ def run_demo(args, out):
         for method in ("exact", "lse", "direct"):
             full[method] = bridge.log_ratio(a_test, c_test, method=method)
     # Queries are scored in groups of K: the group's C items are its candidates.
-    scores = {name: _diagonal_blocks(value, args.num_candidates) for name, value in full.items()}
+    scores = {name: grouped_candidates(value, args.num_candidates) for name, value in full.items()}
     truth = scores.pop("truth")
     positives = torch.arange(args.num_candidates).repeat(args.num_queries // args.num_candidates)
     result = compare(
@@ -174,13 +175,6 @@ def run_demo(args, out):
     }
     _write_json(os.path.join(out, "results.json"), summary)
     return summary
-
-
-def _diagonal_blocks(matrix, size):
-    """Stack the (size, size) diagonal blocks of an (N, N) matrix into (N, size)."""
-    groups = matrix.shape[0] // size
-    blocks = matrix[: groups * size, : groups * size].reshape(groups, size, groups, size)
-    return blocks[torch.arange(groups), :, torch.arange(groups), :].reshape(-1, size)
 
 
 def _check_args(args):
