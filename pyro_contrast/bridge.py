@@ -122,6 +122,7 @@ class Bridge:
         self.progress = progress
         self._resolved_marginal = None
         self._cache_state, self._cache = None, {}
+        self._targets_state, self._targets = None, None
 
     def __repr__(self):
         return f"Bridge(num_critics={len(self._hops)}, banks={self.banks})"
@@ -136,9 +137,7 @@ class Bridge:
             return self._direct(queries, candidates)
         if method == "analytic":
             return self._analytic(a, c)
-        targets = None
-        if self.target_bank is not None:
-            targets = self._hops[-1][0].encode_y(self.target_bank)
+        targets = self._encoded_targets()
         if len(self.banks) == 1:
             return self._three_chain(queries, candidates, targets, method)
         return self._long_chain(queries, candidates, targets, method)
@@ -159,9 +158,7 @@ class Bridge:
                 f"explain needs aligned pairs: a has {queries[0].shape[0]} rows, c has "
                 f"{targets_c.shape[0]}"
             )
-        norm = (
-            targets_c if self.target_bank is None else self._hops[-1][0].encode_y(self.target_bank)
-        )
+        norm = targets_c if self.target_bank is None else self._encoded_targets()
         encoded = [self._encode_bank(i) for i in range(len(self.banks))]
         alphas = chain.forward_messages(self._hops, queries, encoded, normalized=True)
         last = self._hops[-1][0]
@@ -269,19 +266,36 @@ class Bridge:
                 denominator = torch.logaddexp(denominator, den)
         return (numerator - denominator.unsqueeze(-1)).to(dtype)
 
-    def _normalizer_cache(self, bank, targets, method):
-        # log Z(b_m) over a target bank does not depend on the queries, so repeated calls (one
-        # per batch of queries) reuse it. The key holds the version counters of the B–C
-        # critic's tensors and of the target bank, so an optimizer step or any in-place edit
-        # invalidates it; nothing is cached while gradients may be needed.
-        right = self._hops[1][0]
-        if method != "exact" or targets is None or bank.kind not in ("tensor", "array"):
-            return None
-        tensors = list(right.parameters()) + list(right.buffers())
+    def _frozen_state(self, critic):
+        # A key for results that depend only on ``critic`` and the target bank: the version
+        # counters of their tensors, so an optimizer step or any in-place edit invalidates it.
+        # None while gradients may be needed (nothing is cached then).
+        tensors = list(critic.parameters()) + list(critic.buffers())
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return None
         state = tuple((id(t), t._version) for t in tensors)
-        state += ((id(self.target_bank), self.target_bank._version), self.chunk_size)
+        return state + ((id(self.target_bank), self.target_bank._version),)
+
+    def _encoded_targets(self):
+        """The target bank as embedded by the last critic, reused while nothing changed."""
+        if self.target_bank is None:
+            return None
+        last = self._hops[-1][0]
+        state = self._frozen_state(last)
+        if state is None or state != self._targets_state:
+            self._targets = last.encode_y(self.target_bank)
+            self._targets_state = state
+        return self._targets
+
+    def _normalizer_cache(self, bank, targets, method):
+        # log Z(b_m) over a target bank does not depend on the queries, so repeated calls (one
+        # per batch of queries) reuse it, under the same key as the encoded targets.
+        if method != "exact" or targets is None or bank.kind not in ("tensor", "array"):
+            return None
+        state = self._frozen_state(self._hops[1][0])
+        if state is None:
+            return None
+        state += (self.chunk_size,)
         if self._cache_state != state:
             self._cache_state, self._cache = state, {}
         return self._cache
@@ -350,7 +364,7 @@ class Bridge:
             # limit of 'exact'; without it (or on the sphere) Z_C is taken as constant.
             target = None
             if self.target_bank is not None and isinstance(marginal, MultivariateNormal):
-                target = resolve_marginal("gaussian", critics[1].encode_y(self.target_bank))
+                target = resolve_marginal("gaussian", self._encoded_targets())
             self._resolved_marginal = (marginal, target)
         marginal, target = self._resolved_marginal
         return analytic_log_ratio(*critics, a, c, marginal, target=target)
