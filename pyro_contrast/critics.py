@@ -8,7 +8,7 @@ from torch import nn
 
 from pyro_contrast._validation import as_float_tensor, check_finite
 
-SIMILARITIES = ("dot", "cosine", "neg_sq_l2", "bilinear")
+SIMILARITIES = ("dot", "cosine", "neg_sq_l2", "neg_l2", "bilinear")
 
 # Rows per block of ``pairwise``: bounds the N x M x d intermediate of neg_sq_l2 and keeps
 # memory O(chunk x M) however many queries are scored.
@@ -31,6 +31,8 @@ class Critic(nn.Module):
     - ``"dot"``: :math:`u \cdot v`;
     - ``"cosine"``: :math:`u \cdot v / (\lVert u \rVert \lVert v \rVert)`;
     - ``"neg_sq_l2"``: :math:`-\tfrac12 \lVert u - v \rVert^2`;
+    - ``"neg_l2"``: :math:`-\lVert u - v \rVert` (the non-squared distance of Che &
+      Eysenbach's L2 critic);
     - ``"bilinear"``: :math:`u^\top W v` with a learned ``weight`` :math:`W`.
 
     The temperature is stored as its logarithm (learnable when ``learn_temperature=True``),
@@ -45,7 +47,8 @@ class Critic(nn.Module):
 
     :param torch.nn.Module encoder_x: encoder of the first modality (identity if ``None``).
     :param torch.nn.Module encoder_y: encoder of the second modality (identity if ``None``).
-    :param str similarity: one of ``"dot"``, ``"cosine"``, ``"neg_sq_l2"``, ``"bilinear"``.
+    :param str similarity: one of ``"dot"``, ``"cosine"``, ``"neg_sq_l2"``, ``"neg_l2"``,
+        ``"bilinear"``.
     :param float temperature: positive temperature :math:`T`.
     :param bool learn_temperature: whether :math:`\log T` is a trainable parameter.
     :param bool bias: whether to add a learnable scalar bias :math:`\beta`.
@@ -147,6 +150,8 @@ class Critic(nn.Module):
             sim = ((u @ self.weight.to(u.dtype)) * v).sum(-1)
         elif self.similarity == "neg_sq_l2":
             sim = -0.5 * (u - v).pow(2).sum(-1)
+        elif self.similarity == "neg_l2":
+            sim = -_distance((u - v).pow(2).sum(-1))
         else:
             if self.similarity == "cosine":
                 u, v = _normalize(u), _normalize(v)
@@ -164,18 +169,21 @@ class Critic(nn.Module):
             u, v = _normalize(u), _normalize(v)
         elif self.similarity == "bilinear":
             u = u @ self.weight.to(u.dtype)
-        if self.similarity == "neg_sq_l2":
+        if self.similarity in ("neg_sq_l2", "neg_l2"):
             # [u, -|u|^2/2, 1] . [v, 1, -|v|^2/2] = -|u - v|^2 / 2 in a single GEMM.
             ones_u, ones_v = u.new_ones(u.shape[0], 1), v.new_ones(v.shape[0], 1)
             u = torch.cat([u, -0.5 * u.pow(2).sum(-1, keepdim=True), ones_u], -1)
             v = torch.cat([v, ones_v, -0.5 * v.pow(2).sum(-1, keepdim=True)], -1)
-        u = u * inverse_t
+        if self.similarity != "neg_l2":
+            u = u * inverse_t
         blocks = []
         for start in range(0, max(u.shape[0], 1), chunk):
             scores = u[start : start + chunk] @ v.T
             if self.similarity == "neg_sq_l2":
                 # Rounding can make a distance negative; the score is never positive.
                 scores = scores.clamp_(max=0) if not scores.requires_grad else scores.clamp(max=0)
+            elif self.similarity == "neg_l2":
+                scores = -_distance(-2.0 * scores) * inverse_t
             if self.bias is not None:
                 bias = self.bias.to(scores.dtype)
                 scores = (
@@ -234,6 +242,12 @@ def _encode(encoder, inputs, name):
     if out.dtype in (torch.float16, torch.bfloat16):
         out = out.float()
     return out
+
+
+def _distance(squared):
+    # sqrt has an infinite derivative at 0 (a query equal to a bank item); the floor keeps
+    # gradients finite and moves the score by at most sqrt(tiny).
+    return squared.clamp(min=torch.finfo(squared.dtype).tiny).sqrt()
 
 
 def _normalize(u):

@@ -105,3 +105,22 @@ def test_bad_inputs():
         critic.pairwise(torch.ones(2, 2), torch.ones(2, 2), chunk_size=0)
     with pytest.raises(ValueError, match="must have shape \\(N, d\\)"):
         critic.pairwise(torch.ones(2, 2, 2), torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_neg_l2_matches_cdist(dtype):
+    critic = pc.Critic.from_embeddings("neg_l2", temperature=0.5, bias=True)
+    with torch.no_grad():
+        critic.bias.fill_(0.25)
+    u, v = torch.randn(5, 3, dtype=dtype), torch.randn(7, 3, dtype=dtype)
+    expected = -torch.cdist(u, v) / 0.5 + 0.25
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert (critic.pairwise(u, v) - expected).abs().max() < tol
+    assert (critic(u[:5], v[:5]) - expected.diagonal()).abs().max() < tol
+
+
+def test_neg_l2_gradient_finite_at_zero_distance():
+    critic = pc.Critic.from_embeddings("neg_l2")
+    u = torch.ones(2, 3, requires_grad=True)
+    critic.pairwise(u, torch.ones(4, 3)).sum().backward()
+    assert torch.isfinite(u.grad).all()
