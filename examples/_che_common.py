@@ -5,66 +5,22 @@ Not part of the library: the examples import it by path (``examples/`` is not a 
 
 import argparse
 import contextlib
-import io
-import json
 import math
-import os
 
 import numpy as np
 import torch
+from _common import prepare_out, save_figure, write_bytes, write_json, write_text  # noqa: F401
 
 import pyro_contrast as pc
 from pyro_contrast import metrics as _metrics
-from pyro_contrast.io import atomic_write
 
 SIMILARITIES = ("cosine", "dot", "neg_sq_l2")
 
 
 # ---------------------------------------------------------------- results folder and files
-def prepare_out(out, force):
-    """Absolute path of a usable results folder; refuses a non-empty one unless ``force``."""
-    if out is None:
-        raise ValueError("--out is required")
-    out = os.path.abspath(out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out} exists and is not a folder")
-    if os.path.isdir(out) and os.listdir(out) and not force:
-        raise ValueError(f"--out {out} is not empty; choose another folder or pass --force")
-    if not os.path.isdir(os.path.dirname(out)):
-        raise ValueError(f"--out {out}: parent folder does not exist")
-    os.makedirs(out, exist_ok=True)
-    return out
-
-
-def write_bytes(path, data):
-    """Write ``data`` atomically (a temporary file in the same folder, then a rename)."""
-    atomic_write(path, lambda handle: handle.write(data), overwrite=True)
-
-
-def write_text(path, text):
-    write_bytes(path, text.encode())
-
-
-def write_json(path, payload):
-    write_text(path, json.dumps(payload, indent=2, default=_jsonable) + "\n")
-
-
 def write_figure(path, figure):
     """Save a matplotlib figure as PNG atomically (kept small: modest dpi)."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    write_bytes(path, buffer.getvalue())
-
-
-def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+    save_figure(figure, path, dpi=90)
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ from pyro_contrast.distributions import TiltedGaussian
 from pyro_contrast.distributions.tilted_gaussian import optimal_bilinear_weight, optimal_l2_tilt
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _papers_common as common  # noqa: E402
+import _common as common  # noqa: E402
 
 LOSSES = ("infonce", "symmetric_infonce", "tilted_kl", "joint_tilted_kl")
 

@@ -31,7 +31,7 @@ from torch import nn
 import pyro_contrast as pc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _papers_common as common  # noqa: E402
+import _common as common  # noqa: E402
 
 BLOCKS = ("content", "style", "m1", "m2")
 

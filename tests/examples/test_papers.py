@@ -86,7 +86,7 @@ def test_linear_mmcl_gd_is_svd_and_mismatch_sweep(tmp_path):
 
 
 def test_results_folder_is_never_overwritten_unasked(tmp_path):
-    common = _load("_papers_common")
+    common = _load("_common")
     (tmp_path / "keep.txt").write_text("user data")
     with pytest.raises(ValueError, match="not empty"):
         common.prepare_out(str(tmp_path), force=False)

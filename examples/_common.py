@@ -1,4 +1,4 @@
-"""Shared plumbing of the paper-reproduction examples: results folder, atomic writes, tables.
+"""Shared plumbing of every example: arguments, results folder, atomic writes, tables, claims.
 
 Every example writes into ``--out DIR``: a folder that must be new or empty (``--force``
 allows a non-empty one). Each file is written to a temporary name in the same folder and
@@ -10,9 +10,13 @@ import io
 import json
 import os
 
+import numpy as np
 import torch
 
 from pyro_contrast.io import atomic_write
+
+#: The verdicts a reproduced claim may carry in ``claims.json``.
+VERDICTS = ("reproduced", "partly", "not reproduced", "setting differs")
 
 
 def add_common_arguments(parser, default_out):
@@ -27,14 +31,19 @@ def add_common_arguments(parser, default_out):
     return parser
 
 
-def prepare_out(path, force):
-    """Create the results folder; refuse a non-empty one unless ``force``."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"--out {path!r} exists and is not a folder")
-    if os.path.isdir(path) and os.listdir(path) and not force:
-        raise ValueError(f"--out {path!r} is not empty; pass --force to write into it")
-    os.makedirs(path, exist_ok=True)
-    return path
+def prepare_out(out, force):
+    """Absolute path of a usable results folder; refuses a non-empty one unless ``force``."""
+    if out is None:
+        raise ValueError("--out is required")
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if os.path.isdir(out) and os.listdir(out) and not force:
+        raise ValueError(f"--out {out} is not empty; choose another folder or pass --force")
+    if not os.path.isdir(os.path.dirname(out)):
+        raise ValueError(f"--out {out}: parent folder does not exist")
+    os.makedirs(out, exist_ok=True)
+    return out
 
 
 def _atomic(path, write, mode="w"):
@@ -56,9 +65,53 @@ def write_text(path, text):
     _atomic(path, lambda handle: handle.write(text))
 
 
+def write_bytes(path, data):
+    """Write ``data`` atomically (a temporary file in the same folder, then a rename)."""
+    atomic_write(path, lambda handle: handle.write(data), overwrite=True)
+
+
 def write_json(path, obj):
-    """Write ``obj`` as indented JSON atomically."""
-    _atomic(path, lambda handle: json.dump(obj, handle, indent=2, default=float))
+    """Write ``obj`` as indented JSON atomically (NumPy and torch numbers become floats)."""
+    write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def write_claims(out, claims):
+    """Check and write ``out/claims.json``: a list of reproduced claims of a paper.
+
+    Each claim is ``{"id", "claim", "paper", "ours", "verdict"}``: ``paper`` and ``ours``
+    are numbers or objects of named numbers, ``verdict`` one of :data:`VERDICTS`.
+    """
+    seen = set()
+    for item in claims:
+        missing = {"id", "claim", "paper", "ours", "verdict"} - set(item)
+        if missing:
+            raise ValueError(f"claim {item.get('id')!r} lacks {sorted(missing)}")
+        if item["verdict"] not in VERDICTS:
+            raise ValueError(f"claim {item['id']!r}: verdict must be one of {VERDICTS}")
+        if item["id"] in seen:
+            raise ValueError(f"claim id {item['id']!r} appears twice")
+        seen.add(item["id"])
+        for key in ("paper", "ours"):
+            _check_numbers(item[key], f"claim {item['id']!r} {key}")
+    path = os.path.join(out, "claims.json")
+    write_json(path, list(claims))
+    return path
+
+
+def _check_numbers(value, name):
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _check_numbers(inner, f"{name}[{key!r}]")
+    elif value is not None and not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or an object of named numbers, got {value!r}")
 
 
 def write_table(out, name, frame):
