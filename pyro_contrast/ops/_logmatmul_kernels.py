@@ -5,8 +5,8 @@ free of ``+inf``/NaN (see :func:`split_special`); ``out`` is the broadcast (...,
 
 **Fast path.** For a chunk ``c`` of the inner index with row maxima ``a_c`` of ``x`` and
 column maxima ``b_c`` of ``y``, ``S_c = exp(x_c - a_c + h) @ exp(y_c - b_c + h)`` is a plain
-GEMM whose entries lie in ``[0, C e^{2h}]``. The headroom ``h`` (``headroom``: ~38 nats in
-float32, ~349 in float64) puts the largest products near the top of the float range, so
+GEMM whose entries lie in ``[0, C e^{2h}]``. In float64 the headroom ``h`` (``headroom``,
+~349 nats; 0 in float32) puts the largest products near the top of the float range, so
 terms down to ``e^{-2h}`` below them stay normal numbers. With the per-cell reference
 ``r = max_c (a_c + b_c)`` (a running maximum, so each input is read once) the cell total is
 ``exp(r - 2h) A`` with ``A = sum_c S_c exp(a_c + b_c - r)``; the chunk weights are applied
@@ -22,7 +22,7 @@ less than ``tiny``; the gathered path clamps its arguments at ``log(tiny) + 1/2`
 rounding of a sum of positive terms. Hence ``A >= e^{h - T}`` with
 ``T = log(eps / (8 M tiny))`` bounds the relative error from underflow by ``eps``: the
 cell is exact to rounding. A cell passes when its best terms lie less than ``h + T`` below
-``a_c + b_c`` (~98 nats in float32, ~1,010 in float64 at M = 16,384).
+``a_c + b_c`` (~60 nats in float32, ~1,010 in float64 at M = 16,384).
 
 **Tiers.** Cells that fail (misaligned maxima: squared-L2 scores of spread-out
 embeddings, cold temperatures) are recomputed on the submatrix of their rows and columns:
@@ -139,13 +139,16 @@ def scratch(slot, shape, like, dtype=None):
 
 
 def headroom(dtype, count):
-    """``h``: exps carry up to ``e^h``, so a sum of ``count`` products stays below the max.
+    """``h``: float64 exps carry up to ``e^h``, so a sum of ``count`` products stays finite.
 
     Using the top of the float range as well as the bottom widens the spread of terms a
-    cell can hold by ``h`` nats (~38 in float32, ~349 in float64).
+    cell can hold by ``h`` (~349 nats). Not in float32: there ``t + h`` would round the
+    exponent ``t`` of every term to the spacing of floats near ``h`` (~4e-6).
     """
+    if dtype != torch.float64:
+        return 0.0
     info = torch.finfo(dtype)
-    return max(0.0, (math.log(info.max) - math.log(max(count, 1)) - 2.0) / 2)
+    return (math.log(info.max) - math.log(max(count, 1)) - 2.0) / 2
 
 
 def mass_threshold(dtype, count):

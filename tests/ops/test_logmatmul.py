@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pyro_contrast.ops import _logmatmul_kernels, logmatmul
+from pyro_contrast.ops import _logmatmul_backward, _logmatmul_kernels, logmatmul
 from tests.common import assert_close
 
 SHAPES = [
@@ -230,7 +230,12 @@ def _reference_grads(x, y, grad):
 
 @pytest.mark.parametrize("chunk_size", [None, 16])
 @pytest.mark.parametrize(
-    "make", [lambda n, m, k: (3 * torch.randn(n, m), 3 * torch.randn(m, k)), _misaligned_scattered]
+    "make",
+    [
+        lambda n, m, k: (3 * torch.randn(n, m), 3 * torch.randn(m, k)),
+        _misaligned_scattered,
+        _wide_sq_l2,
+    ],
 )
 @pytest.mark.parametrize("x_batch,y_batch", [((), ()), ((3,), ()), ((2, 1), (3,))], ids=str)
 def test_gradients_match_reference(x_batch, y_batch, make, chunk_size):
@@ -248,13 +253,43 @@ def test_gradients_match_reference(x_batch, y_batch, make, chunk_size):
     assert_close(dy, ey, atol=3e-4 * scale, rtol=3e-4)
 
 
+@pytest.mark.parametrize("compute", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("make", [_wide_sq_l2, _misaligned_scattered, _misaligned_far])
+def test_backward_tiers_match_reference(make, compute, monkeypatch):
+    # Either backward tier, forced, on float32 inputs: float32 GEMMs plus gathered cells, or
+    # float64 GEMMs with headroom (plus gathered cells beyond ~1,000 nats).
+    monkeypatch.setattr(_logmatmul_backward, "_compute_dtype", lambda *args: compute)
+    x, y = make(20, 300, 24)
+    x, y = x.requires_grad_(), y.requires_grad_()
+    out = logmatmul(x, y, chunk_size=64)
+    grad = torch.randn(out.shape)
+    dx, dy = torch.autograd.grad(out, (x, y), grad)
+    assert dx.dtype == dy.dtype == torch.float32
+    ex, ey = _reference_grads(x, y, grad)
+    scale = grad.abs().max().item()
+    assert_close(dx, ex, atol=3e-4 * scale, rtol=3e-4)
+    assert_close(dy, ey, atol=3e-4 * scale, rtol=3e-4)
+
+
+def test_backward_of_wide_scores_uses_float64():
+    x, y = _wide_sq_l2(40, 500, 40)
+    out = logmatmul(x, y)
+    finite = torch.isfinite(out)
+    assert _logmatmul_backward._compute_dtype(x, y, out, finite, 40) == torch.float64
+    x, y = torch.randn(40, 500), torch.randn(500, 40)
+    out = logmatmul(x, y)
+    assert _logmatmul_backward._compute_dtype(x, y, out, finite, 40) == torch.float32
+
+
 @pytest.mark.parametrize("chunk_size", [3, 16])
-@pytest.mark.parametrize("adversarial", [False, True])
-def test_gradcheck_and_double_backward(adversarial, chunk_size):
+@pytest.mark.parametrize("peak", [None, 800.0, 1000.0])
+def test_gradcheck_and_double_backward(peak, chunk_size):
     x = torch.randn(2, 4, 9, dtype=torch.float64)
     y = torch.randn(9, 3, dtype=torch.float64)
-    if adversarial:  # beyond float64's safe range: the exact path takes every cell
-        x[..., 0], y[1, :] = 1000.0, 1000.0
+    if peak is not None:
+        # Misaligned peaks: gaps of ~800 nats need float64's headroom in both passes;
+        # ~1,000 nats are beyond it, so the exact (gathered) paths take those cells.
+        x[..., 0], y[1, :] = peak, peak
     x.requires_grad_()
     y.requires_grad_()
 
