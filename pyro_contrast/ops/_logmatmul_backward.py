@@ -36,6 +36,7 @@ from pyro_contrast.ops._logmatmul_kernels import (
     _cell_index,
     chunk_bounds,
     clamp_shift,
+    compute_chunk,
     exp_floor,
     safe_threshold,
     scratch,
@@ -101,6 +102,9 @@ def backward(x, y, out, grad, chunk):
             always_exact = None
         count = max(num_rows, num_cols)
         compute = _compute_dtype(x_fast, y_fast, out, finite, count)
+        if compute != x.dtype:
+            chunk = compute_chunk(chunk, compute, x.dtype, batch_shape.numel(), num_rows + num_cols)
+            bounds = chunk_bounds(num_inner, chunk)
         limit = fast_limit(compute, count)
         head = _headroom(compute, count)
         out_c = out.to(compute)

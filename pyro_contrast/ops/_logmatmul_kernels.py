@@ -62,6 +62,14 @@ def default_chunk_size(batch_numel, num_rows, num_cols, num_inner):
     return max(1, min(chunk, num_inner))
 
 
+def compute_chunk(chunk, compute, dtype, batch_numel, num_lines):
+    """``chunk``, narrowed so exp buffers in a wider ``compute`` dtype keep the same bytes."""
+    if compute.itemsize <= dtype.itemsize:
+        return chunk
+    limit = _BUFFER_ELEMENTS * dtype.itemsize // compute.itemsize
+    return max(1, min(chunk, limit // max(batch_numel * num_lines, 1)))
+
+
 def safe_threshold(dtype, count):
     """``T = log(eps / (8 count tiny))``: smallest trusted fast-path mass is ``exp(-T)``."""
     info = torch.finfo(dtype)
@@ -335,7 +343,11 @@ def forward(x, y, chunk, stats=None):
     bounds = chunk_bounds(num_inner, chunk)
     if not bounds:  # empty sum
         return x.new_full(batch_shape + (x.shape[-2], y.shape[-1]), -math.inf)
-    compute = torch.float64 if _prefer_float64(x, y, bounds) else x.dtype
+    num_lines = x.shape[-2] + y.shape[-1]
+    chunk64 = compute_chunk(chunk, torch.float64, x.dtype, batch_shape.numel(), num_lines)
+    compute = x.dtype
+    if _prefer_float64(x, y, bounds):
+        compute, bounds = torch.float64, chunk_bounds(num_inner, chunk64)
     mass, ref, row_max, col_max = forward_fast(x, y, bounds, compute)
     special = None
     if not bool(torch.isfinite(row_max).all() & torch.isfinite(col_max).all()):
@@ -358,8 +370,8 @@ def forward(x, y, chunk, stats=None):
         stats["first_pass"] = compute
         stats["flagged"] = int(redo.sum())
     if compute != torch.float64 and redo.any():
-        if _retry(x, y, out, redo, chunk, torch.float64):
-            compute = torch.float64
+        if _retry(x, y, out, redo, chunk64, torch.float64):
+            compute, chunk = torch.float64, chunk64
     if stats is not None:
         stats["after_float64"] = int(redo.sum())
     refine_chunk = min(chunk, num_inner) // _REFINE_FACTOR
