@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pyro_contrast import metrics
+from pyro_contrast.studies import metrics
 from pyro_contrast._validation import as_float_tensor, check_finite
 from pyro_contrast.diagnostics._result import check_count, check_probability, make_generator
 
