@@ -154,10 +154,10 @@ def main(args):
     if not 2 <= args.num_topics <= len(TOPICS):
         print(f"--num-topics must be in [2, {len(TOPICS)}]", file=sys.stderr)
         return 2
+    from pyro_contrast.cli import study as study_command
+    from pyro_contrast.critics import Critic
     from pyro_contrast.marginals.bank import Bank
     from pyro_contrast.marginals.bridge import Bridge
-    from pyro_contrast.commands import study as study_command
-    from pyro_contrast.critics import Critic
     from pyro_contrast.studies.plots import plot_explanation
     from pyro_contrast.studies.study import Study
 

@@ -16,7 +16,8 @@ from pyro_contrast.marginals.bridge import Bridge
 from pyro_contrast.studies.arviz import to_inference_data
 from pyro_contrast.studies.compare import compare
 from pyro_contrast.studies.identifiability import identifiability_r2
-from pyro_contrast.studies.study import ComparisonResult, Study
+from pyro_contrast.studies.result import ComparisonResult
+from pyro_contrast.studies.study import Study
 from pyro_contrast.training import linear, losses
 from pyro_contrast.training.checkpoint import load_critic, save_critic
 from pyro_contrast.training.fit import fit

@@ -39,8 +39,7 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec):
         new = MOVED[spec.name]
         warnings.warn(
-            f"{spec.name} moved to {new} in pyro-contrast 0.2; the old path will be removed "
-            "in 0.3",
+            f"{spec.name} moved to {new} in pyro-contrast 0.2; the old path will be removed in 0.3",
             DeprecationWarning,
             stacklevel=2,
         )

@@ -236,9 +236,9 @@ def _load_bridge(
     marginal=None,
 ):
     """Read the three embedding files and build the A-B-C bridge over them."""
+    from pyro_contrast.critics import Critic
     from pyro_contrast.marginals.bank import Bank
     from pyro_contrast.marginals.bridge import Bridge
-    from pyro_contrast.critics import Critic
     from pyro_contrast.studies.io import read_embedding_file
 
     files = {

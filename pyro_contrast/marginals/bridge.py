@@ -7,11 +7,11 @@ from torch.distributions import MultivariateNormal
 from tqdm.auto import tqdm
 
 from pyro_contrast._validation import as_float_tensor, check_finite
-from pyro_contrast.marginals.bank import DEFAULT_CHUNK_SIZE, Bank
 from pyro_contrast.critics import Critic
 from pyro_contrast.distributions.bridged_conditional import BridgedConditional
 from pyro_contrast.marginals import chain
 from pyro_contrast.marginals.analytic import analytic_log_ratio, resolve_marginal
+from pyro_contrast.marginals.bank import DEFAULT_CHUNK_SIZE, Bank
 from pyro_contrast.ops import logmatmul
 
 METHODS = ("exact", "lse", "direct", "analytic")

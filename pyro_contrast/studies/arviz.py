@@ -37,7 +37,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.special import log_softmax
 
-from pyro_contrast.studies.compare import _as_numpy, _check_positives, _check_scores
+from pyro_contrast.studies._arrays import as_numpy, check_positives, check_scores
 
 _DETERMINISTIC_DRAWS = 2  # the fewest draws az.loo accepts
 
@@ -45,12 +45,12 @@ __all__ = ["compare_elpd", "to_inference_data"]
 
 
 def _check_samples(value, name, shape):
-    value = _as_numpy(value, name)
+    value = as_numpy(value, name)
     if value.ndim != 3:
         raise ValueError(f"{name} must have shape (S, N, K), got {value.shape}")
     if value.shape[0] == 0:
         raise ValueError(f"{name} has no draws")
-    _check_scores(value.reshape(-1, value.shape[-1]), name)
+    check_scores(value.reshape(-1, value.shape[-1]), name)
     if shape is not None and value.shape[1:] != shape:
         raise ValueError(f"{name} has shape {value.shape}, expected (S,) + {shape}")
     return value.astype(np.float64)
@@ -92,7 +92,7 @@ def to_inference_data(scores_by_method, positives, *, posterior_samples=None):
     for name, value in scores_by_method.items():
         if name in posterior_samples:
             continue
-        value = _check_scores(value, f"scores of method {name!r}", shape)
+        value = check_scores(value, f"scores of method {name!r}", shape)
         shape = value.shape
         draws[name] = np.broadcast_to(value, (_DETERMINISTIC_DRAWS,) + shape)
     for name, value in posterior_samples.items():
@@ -104,7 +104,7 @@ def to_inference_data(scores_by_method, positives, *, posterior_samples=None):
     for name in draws:
         if not isinstance(name, str) or not name:
             raise TypeError(f"method names must be non-empty strings, got {name!r}")
-    positives = _check_positives(positives, shape)
+    positives = check_positives(positives, shape)
     order = list(scores_by_method) + [n for n in posterior_samples if n not in scores_by_method]
     coords = {"query": np.arange(shape[0]), "candidate": np.arange(shape[1])}
     dims = {"match": ["query"], "log_ratio": ["query", "candidate"]}

@@ -18,10 +18,10 @@ resampled query indices per replicate, shared by every method and metric, applie
 from collections.abc import Mapping
 
 import numpy as np
-import torch
 
 from pyro_contrast.studies import metrics as _metrics
-from pyro_contrast.studies.study import ComparisonResult
+from pyro_contrast.studies._arrays import check_positives, check_scores
+from pyro_contrast.studies.result import ComparisonResult
 
 AGREEMENT_METRICS = ("spearman", "kendall", "kl", "js", "top1_agreement")
 CALIBRATION_METRICS = ("calibration_slope", "calibration_intercept", "calibration_r2")
@@ -33,53 +33,7 @@ _AGREEMENT_FUNCTIONS = {
     "top1_agreement": _metrics.top1_agreement,
 }
 
-__all__ = ["ComparisonResult", "compare"]
-
-
-def _as_numpy(value, name):
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        if value.is_floating_point():
-            value = value.double()
-        value = value.numpy()
-    try:
-        return np.asarray(value)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} must be an array or tensor ({error})") from None
-
-
-def _check_scores(value, name, shape=None):
-    value = _as_numpy(value, name)
-    if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
-        raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
-    value = value.astype(np.float64)
-    if value.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, K), got {value.shape}")
-    if shape is not None and value.shape != shape:
-        raise ValueError(f"{name} has shape {value.shape}, expected {shape} like the others")
-    if value.shape[0] == 0:
-        raise ValueError(f"{name} has no queries (shape {value.shape})")
-    if value.shape[1] < 2:
-        raise ValueError(f"{name} needs at least 2 candidates per query, got {value.shape[1]}")
-    if not np.isfinite(value).all():
-        rows = np.flatnonzero(~np.isfinite(value).all(axis=1))
-        kind = "NaN" if np.isnan(value).any() else "inf"
-        raise ValueError(f"{name} has {kind} scores in {len(rows)} queries (first: {rows[0]})")
-    return value
-
-
-def _check_positives(positives, shape):
-    positives = _as_numpy(positives, "positives")
-    if not np.issubdtype(positives.dtype, np.integer):
-        raise TypeError(f"positives must be integer candidate indices, got dtype {positives.dtype}")
-    if positives.shape != shape[:1]:
-        raise ValueError(f"positives must have shape ({shape[0]},), got {positives.shape}")
-    bad = np.flatnonzero((positives < 0) | (positives >= shape[1]))
-    if bad.size:
-        raise ValueError(
-            f"positives out of range [0, {shape[1]}): positives[{bad[0]}] = {positives[bad[0]]}"
-        )
-    return positives.astype(np.int64)
+__all__ = ["compare"]
 
 
 def _check_options(ks, num_bootstrap, confidence, num_candidates):
@@ -165,17 +119,17 @@ def compare(
         raise TypeError("scores_by_method must be a non-empty dict of method name -> scores")
     scores, shape = {}, None
     if truth is not None:
-        scores["truth"] = shape = _check_scores(truth, "truth")
+        scores["truth"] = shape = check_scores(truth, "truth")
         shape = shape.shape
     for name, value in scores_by_method.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"method names must be non-empty strings, got {name!r}")
         if name in scores:
             raise ValueError(f"method name {name!r} is reserved for truth=")
-        scores[name] = _check_scores(value, f"scores of method {name!r}", shape)
+        scores[name] = check_scores(value, f"scores of method {name!r}", shape)
         shape = scores[name].shape
     if positives is not None:
-        positives = _check_positives(positives, shape)
+        positives = check_positives(positives, shape)
     if reference is None:
         reference = "truth" if truth is not None else ("exact" if "exact" in scores else None)
     elif reference not in scores:

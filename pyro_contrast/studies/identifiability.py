@@ -13,8 +13,16 @@ _KERNEL_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)
 _SELECT_FRACTION = 0.2  # share of the training rows that picks the regularization
 
 
-def identifiability_r2(representation, latents, *, test_fraction=0.25, kernel=True, seed=0,
-                       backend="auto", max_kernel_samples=2000):
+def identifiability_r2(
+    representation,
+    latents,
+    *,
+    test_fraction=0.25,
+    kernel=True,
+    seed=0,
+    backend="auto",
+    max_kernel_samples=2000,
+):
     r"""Held-out R² of linear and kernel ridge regressions from a representation to latents.
 
     For each latent block (e.g. content, style, private) the representation is regressed on
@@ -69,8 +77,11 @@ def identifiability_r2(representation, latents, *, test_fraction=0.25, kernel=Tr
     rows = []
     for name, block in blocks.items():
         target = block - block[train].mean(0)
-        row = {"block": name, "dim": block.shape[1],
-               "linear_r2": _fit_score(solver, "linear", rep, target, train, test)}
+        row = {
+            "block": name,
+            "dim": block.shape[1],
+            "linear_r2": _fit_score(solver, "linear", rep, target, train, test),
+        }
         if kernel:
             row["kernel_r2"] = _fit_score(solver, "kernel", rep, target, kernel_train, test)
         rows.append(row)
@@ -81,8 +92,9 @@ def _fit_score(solver, kind, rep, target, train, test):
     cut = int(len(train) * (1 - _SELECT_FRACTION))
     fit, select = train[:cut], train[cut:]
     alphas = _RIDGE_ALPHAS if kind == "linear" else _KERNEL_ALPHAS
-    scores = [_r2(target[select], solver(kind, rep[fit], target[fit], rep[select], a))
-              for a in alphas]
+    scores = [
+        _r2(target[select], solver(kind, rep[fit], target[fit], rep[select], a)) for a in alphas
+    ]
     best = alphas[int(np.argmax(scores))]
     return _r2(target[test], solver(kind, rep[train], target[train], rep[test], best))
 

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from pyro_contrast.studies.compare import _as_numpy, _check_scores
 from pyro_contrast._files import atomic_write
+from pyro_contrast.studies._arrays import as_numpy, check_scores
 
 _FORMATS = (".png", ".svg", ".pdf")
 
@@ -56,9 +56,9 @@ def _scores_and_reference(scores_by_method, reference):
         name, reference = reference, scores_by_method[reference]
     else:
         name = "reference"
-    reference = _check_scores(reference, "reference")
+    reference = check_scores(reference, "reference")
     scores = {
-        method: _check_scores(value, f"scores of method {method!r}", reference.shape)
+        method: check_scores(value, f"scores of method {method!r}", reference.shape)
         for method, value in scores_by_method.items()
         if method != name
     }
@@ -219,7 +219,7 @@ def plot_explanation(posterior, labels, *, top=10, query=0, title=None, path=Non
     >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
     ['z', 'y']
     """
-    posterior = _as_numpy(posterior, "posterior").astype(np.float64)
+    posterior = as_numpy(posterior, "posterior").astype(np.float64)
     if posterior.ndim == 2:
         if not 0 <= query < posterior.shape[0]:
             raise ValueError(f"query must be in [0, {posterior.shape[0]}), got {query}")

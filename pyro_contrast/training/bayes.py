@@ -23,8 +23,9 @@ from pyro_contrast.training.fit import History
 LIKELIHOODS = ("categorical", "sigmoid")
 
 
-def svi_fit(critic, x, y, *, steps=500, batch_size=None, lr=1e-2, seed=0, name="critic",
-            progress=True):
+def svi_fit(
+    critic, x, y, *, steps=500, batch_size=None, lr=1e-2, seed=0, name="critic", progress=True
+):
     r"""Learn a critic's parameters inside a Pyro model with ``pyro.module`` and SVI.
 
     The model registers the critic and adds, for a mini-batch of B aligned pairs, the
@@ -93,9 +94,20 @@ def svi_fit(critic, x, y, *, steps=500, batch_size=None, lr=1e-2, seed=0, name="
     return history
 
 
-def temperature_posterior(critic, x, y, *, labels=None, likelihood="categorical", prior=None,
-                          num_samples=500, warmup_steps=300, num_chains=2, seed=0,
-                          progress=False):
+def temperature_posterior(
+    critic,
+    x,
+    y,
+    *,
+    labels=None,
+    likelihood="categorical",
+    prior=None,
+    num_samples=500,
+    warmup_steps=300,
+    num_chains=2,
+    seed=0,
+    progress=False,
+):
     r"""Posterior over a critic's log-temperature (and bias) by NUTS, as ArviZ data.
 
     The critic's encoders and similarity are held fixed; only :math:`\log T` (and, for the
@@ -146,8 +158,11 @@ def temperature_posterior(critic, x, y, *, labels=None, likelihood="categorical"
         raise TypeError(f"critic must be a pyro_contrast.Critic, got {type(critic).__name__}")
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-    for key, value in (("num_samples", num_samples), ("warmup_steps", warmup_steps),
-                       ("num_chains", num_chains)):
+    for key, value in (
+        ("num_samples", num_samples),
+        ("warmup_steps", warmup_steps),
+        ("num_chains", num_chains),
+    ):
         if not isinstance(value, int) or value < (0 if key == "warmup_steps" else 1):
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     sim = _raw_similarity(critic, x, y)
@@ -164,9 +179,13 @@ def temperature_posterior(critic, x, y, *, labels=None, likelihood="categorical"
             init = {site: torch.rand((), dtype=torch.float64) * 4 - 2 for site in sites}
             # A dense mass matrix absorbs the strong T-bias correlation of the sigmoid model.
             kernel = NUTS(potential_fn=potential, full_mass=len(sites) > 1)
-            mcmc = MCMC(kernel, num_samples=num_samples,
-                        warmup_steps=warmup_steps, initial_params=init,
-                        disable_progbar=not progress)
+            mcmc = MCMC(
+                kernel,
+                num_samples=num_samples,
+                warmup_steps=warmup_steps,
+                initial_params=init,
+                disable_progbar=not progress,
+            )
             mcmc.run()
             for site, values in mcmc.get_samples().items():
                 draws[site].append(values.detach().cpu().numpy())
@@ -182,8 +201,11 @@ def temperature_posterior(critic, x, y, *, labels=None, likelihood="categorical"
     return az.from_dict(
         posterior=posterior,
         sample_stats={"diverging": np.stack(diverging)},
-        attrs={"likelihood": likelihood, "num_queries": sim.shape[0],
-               "num_candidates": sim.shape[1]},
+        attrs={
+            "likelihood": likelihood,
+            "num_queries": sim.shape[0],
+            "num_candidates": sim.shape[1],
+        },
     )
 
 
@@ -235,14 +257,17 @@ def _targets(labels, shape, likelihood):
     n, m = shape
     if labels is None:
         if n != m:
-            raise ValueError(f"without labels x and y must be aligned pairs (N == M), got "
-                             f"N={n}, M={m}")
+            raise ValueError(
+                f"without labels x and y must be aligned pairs (N == M), got N={n}, M={m}"
+            )
         labels = torch.arange(n)
     labels = torch.as_tensor(labels)
     if labels.shape == (n,):
         if labels.is_floating_point() or labels.min() < 0 or labels.max() >= m:
-            raise ValueError(f"labels must be integer indices in [0, {m}), got "
-                             f"{labels.dtype} values in [{labels.min()}, {labels.max()}]")
+            raise ValueError(
+                f"labels must be integer indices in [0, {m}), got "
+                f"{labels.dtype} values in [{labels.min()}, {labels.max()}]"
+            )
         if likelihood == "categorical":
             return labels.long()
         return torch.nn.functional.one_hot(labels.long(), m).double()
@@ -251,18 +276,24 @@ def _targets(labels, shape, likelihood):
         if not ((labels == 0) | (labels == 1)).all():
             raise ValueError("labels as an (N, M) matrix must hold 0/1 targets")
         return labels
-    raise ValueError(f"labels must have shape ({n},)" + (f" or ({n}, {m})" if likelihood ==
-                     "sigmoid" else "") + f", got {tuple(labels.shape)}")
+    raise ValueError(
+        f"labels must have shape ({n},)"
+        + (f" or ({n}, {m})" if likelihood == "sigmoid" else "")
+        + f", got {tuple(labels.shape)}"
+    )
 
 
 def _priors(prior):
     f64 = torch.float64
-    priors = {"log_temperature": dist.Normal(torch.tensor(0.0, dtype=f64), 2.0),
-              "bias": dist.Normal(torch.tensor(0.0, dtype=f64), 5.0)}
+    priors = {
+        "log_temperature": dist.Normal(torch.tensor(0.0, dtype=f64), 2.0),
+        "bias": dist.Normal(torch.tensor(0.0, dtype=f64), 5.0),
+    }
     if prior is not None:
         if not isinstance(prior, dict) or not set(prior) <= set(priors):
-            raise ValueError(f"prior must be a dict with keys among {sorted(priors)}, got "
-                             f"{prior!r}")
+            raise ValueError(
+                f"prior must be a dict with keys among {sorted(priors)}, got {prior!r}"
+            )
         for key, value in prior.items():
             if not isinstance(value, dist.Distribution) or value.event_shape or value.batch_shape:
                 raise TypeError(f"prior[{key!r}] must be a scalar Pyro distribution")

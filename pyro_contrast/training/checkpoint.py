@@ -6,8 +6,8 @@ import os
 import torch
 from torch import nn
 
-from pyro_contrast.critics import Critic
 from pyro_contrast._files import atomic_write
+from pyro_contrast.critics import Critic
 
 _FORMAT = "pyro_contrast.critic"
 _VERSION = 1
@@ -129,7 +129,7 @@ def load_critic(path, *, encoder_x=None, encoder_y=None, map_location="cpu"):
 
 
 def write_atomic(path, write):
-    """Write (and replace) ``path`` atomically; see :func:`pyro_contrast.studies.io.atomic_write`."""
+    """Write (and replace) ``path`` atomically; see :func:`pyro_contrast._files.atomic_write`."""
     return atomic_write(path, write, overwrite=True)
 
 

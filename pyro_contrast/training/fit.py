@@ -9,9 +9,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from pyro_contrast._validation import as_float_tensor, check_finite
 from pyro_contrast.training import checkpoint as _ckpt
 from pyro_contrast.training import losses as _losses
-from pyro_contrast._validation import as_float_tensor, check_finite
 
 MODES = (None, "shared", "separate", "oracle")
 OPTIMIZERS = {
@@ -52,8 +52,10 @@ class History:
 
     def to_pandas(self):
         """A DataFrame indexed by step: train/validation loss, learning rate, temperatures."""
-        frame = pd.DataFrame({"train_loss": self.train_loss, "lr": self.lr},
-                             index=pd.Index(self.step, name="step", dtype="int64"))
+        frame = pd.DataFrame(
+            {"train_loss": self.train_loss, "lr": self.lr},
+            index=pd.Index(self.step, name="step", dtype="int64"),
+        )
         frame["val_loss"] = pd.Series(self.val_loss, index=self.val_step, dtype="float64")
         for i, temps in enumerate(self.temperature):
             name = "temperature" if len(self.temperature) == 1 else f"temperature_{i}"
@@ -62,8 +64,11 @@ class History:
 
     def state_dict(self):
         state = {k: getattr(self, k) for k in self._FIELDS}
-        state.update(best_step=self.best_step, best_val_loss=self.best_val_loss,
-                     stopped_early=self.stopped_early)
+        state.update(
+            best_step=self.best_step,
+            best_val_loss=self.best_val_loss,
+            stopped_early=self.stopped_early,
+        )
         return state
 
     def load_state_dict(self, state):
@@ -96,7 +101,8 @@ def fit(
 
     Each step draws a mini-batch without replacement (epochs reshuffled by a local
     ``torch.Generator`` seeded by ``seed``, so CPU runs are deterministic and the global RNG
-    is untouched) and takes one optimizer step on ``loss`` (see :mod:`pyro_contrast.training.losses`).
+    is untouched) and takes one optimizer step on ``loss`` (see
+    :mod:`pyro_contrast.training.losses`).
     A held-out split (``validation`` fraction, or explicit held-out arrays) is scored every
     ``validate_every`` steps; with ``patience`` training stops after that many validations
     without improvement, and the best weights are restored at the end.
@@ -147,8 +153,18 @@ def fit(
     critics = _check_critics(critic, mode)
     loss = _losses.get(loss)
     validation = 0.0 if validation is None else validation
-    _check_options(steps, batch_size, lr, weight_decay, validation, patience, validate_every,
-                   checkpoint_every, schedule, seed)
+    _check_options(
+        steps,
+        batch_size,
+        lr,
+        weight_decay,
+        validation,
+        patience,
+        validate_every,
+        checkpoint_every,
+        schedule,
+        seed,
+    )
     if patience is not None and not isinstance(validation, (tuple, list)) and not validation:
         raise ValueError("patience needs a validation split (validation > 0)")
     gen = torch.Generator().manual_seed(int(seed))
@@ -159,12 +175,20 @@ def fit(
         raise ValueError("the critic has no trainable parameters")
     opt = _make_optimizer(optimizer, [p for p in params if p.requires_grad], lr, weight_decay)
     config = {
-        "loss": loss.config(), "steps": steps, "batch_size": batch_size, "lr": lr,
+        "loss": loss.config(),
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
         "optimizer": optimizer if isinstance(optimizer, str) else optimizer.__qualname__,
-        "schedule": schedule, "weight_decay": weight_decay, "patience": patience,
+        "schedule": schedule,
+        "weight_decay": weight_decay,
+        "patience": patience,
         "validation": validation if isinstance(validation, numbers.Real) else "held-out",
-        "validate_every": validate_every, "seed": seed, "mode": mode,
-        "num_critics": len(critics), "sizes": [d.size for d in datasets],
+        "validate_every": validate_every,
+        "seed": seed,
+        "mode": mode,
+        "num_critics": len(critics),
+        "sizes": [d.size for d in datasets],
     }
     run = _Run(critics, tasks, datasets, loss, opt, gen, History(len(critics)))
     if checkpoint_dir is not None:
@@ -173,8 +197,10 @@ def fit(
             _check_config(saved[1], config, schedule)
             run.load_state_dict(saved[0])
         elif not resume and _ckpt.has_training_state(checkpoint_dir):
-            raise ValueError(f"checkpoint_dir {checkpoint_dir!r} already holds a checkpoint; "
-                             "pass resume=True to continue it, or choose another folder")
+            raise ValueError(
+                f"checkpoint_dir {checkpoint_dir!r} already holds a checkpoint; "
+                "pass resume=True to continue it, or choose another folder"
+            )
     was_training = [c.training for c in critics]
     try:
         _train(run, config, patience, checkpoint_dir, checkpoint_every, progress)
@@ -197,15 +223,18 @@ class _Dataset:
         n = self.size
         n_val = int(round(fraction * n)) if self.held_out is None else 0
         if self.held_out is None and fraction > 0 and n_val < 2:
-            raise ValueError(f"validation={fraction} leaves {n_val} held-out pair(s) of {n}; "
-                             "use 0 or a larger fraction")
+            raise ValueError(
+                f"validation={fraction} leaves {n_val} held-out pair(s) of {n}; "
+                "use 0 or a larger fraction"
+            )
         perm = torch.randperm(n, generator=gen)
         if n_val:
             self.held_out = tuple(col[perm[:n_val]] for col in self.columns)
         self.train_idx = perm[n_val:]
         if batch_size > len(self.train_idx):
-            raise ValueError(f"batch_size={batch_size} exceeds the {len(self.train_idx)} "
-                             "training pairs")
+            raise ValueError(
+                f"batch_size={batch_size} exceeds the {len(self.train_idx)} training pairs"
+            )
 
     def next_batch(self, batch_size, gen):
         if self.loader is not None:
@@ -236,11 +265,16 @@ class _Run:
 
     def state_dict(self):
         return {
-            "step": self.step, "finished": self.finished, "bad": self.bad,
+            "step": self.step,
+            "finished": self.finished,
+            "bad": self.bad,
             "critics": [c.state_dict() for c in self.critics],
-            "best": self.best, "optimizer": self.opt.state_dict(),
-            "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "order": [d.order for d in self.datasets], "pos": [d.pos for d in self.datasets],
+            "best": self.best,
+            "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "order": [d.order for d in self.datasets],
+            "pos": [d.pos for d in self.datasets],
             "history": self.history.state_dict(),
         }
 
@@ -275,8 +309,9 @@ def _train(run, config, patience, checkpoint_dir, checkpoint_every, progress):
             batches = [d.next_batch(batch_size, run.gen) for d in run.datasets]
             value = sum(_task_loss(run.loss, task, batches) for task in run.tasks)
             if not torch.isfinite(value):
-                raise FloatingPointError(f"loss became {value.item()} at step {run.step + 1}; "
-                                         "lower lr or check the data")
+                raise FloatingPointError(
+                    f"loss became {value.item()} at step {run.step + 1}; lower lr or check the data"
+                )
             run.opt.zero_grad(set_to_none=True)
             value.backward()
             run.opt.step()
@@ -314,15 +349,15 @@ def _validate(run, batch_size, patience):
             starts = range(0, n - size + 1, size)
             chunks = [tuple(col[i : i + size] for col in held) for i in starts]
             # _task_loss indexes batches by data set: put each chunk at this task's slot.
-            total += sum(_task_loss(run.loss, task, [None] * task[1] + [chunk]).item()
-                         for chunk in chunks) / len(chunks)
+            total += sum(
+                _task_loss(run.loss, task, [None] * task[1] + [chunk]).item() for chunk in chunks
+            ) / len(chunks)
     h = run.history
     h.val_step.append(run.step)
     h.val_loss.append(total)
     if h.best_val_loss is None or total < h.best_val_loss:
         h.best_val_loss, h.best_step, run.bad = total, run.step, 0
-        run.best = [{k: v.detach().clone() for k, v in c.state_dict().items()}
-                    for c in run.critics]
+        run.best = [{k: v.detach().clone() for k, v in c.state_dict().items()} for c in run.critics]
     else:
         run.bad += 1
         if patience is not None and run.bad >= patience:
@@ -358,8 +393,10 @@ def _check_critics(critic, mode):
         if not isinstance(c, nn.Module) or not hasattr(c, "pairwise"):
             raise TypeError(f"critic must be a pyro_contrast.Critic, got {type(c).__name__}")
     if mode == "shared" and critics[0].encoder_y is not critics[1].encoder_x:
-        raise ValueError("mode='shared' needs critic_ab.encoder_y to be the same module object "
-                         "as critic_bc.encoder_x (build both critics with one B encoder)")
+        raise ValueError(
+            "mode='shared' needs critic_ab.encoder_y to be the same module object "
+            "as critic_bc.encoder_x (build both critics with one B encoder)"
+        )
     if mode == "separate" and critics[0].encoder_y is critics[1].encoder_x:
         raise ValueError("mode='separate' got one shared B encoder; use mode='shared'")
     return critics
@@ -380,12 +417,14 @@ def _prepare_data(data, validation, mode, batch_size, gen):
             raise ValueError("a DataLoader must yield (a, b, c) triplets for this mode")
         if isinstance(validation, numbers.Real) and validation:
             raise ValueError("with a DataLoader pass validation=0 or held-out arrays")
-        datasets = [_Dataset(loader=data, held_out=held[0] if held else None,
-                             num_columns=layout[0])]
+        datasets = [
+            _Dataset(loader=data, held_out=held[0] if held else None, num_columns=layout[0])
+        ]
     else:
         sets = _split_sets(data, layout, "data")
-        datasets = [_Dataset(cols, held_out=held[i] if held else None)
-                    for i, cols in enumerate(sets)]
+        datasets = [
+            _Dataset(cols, held_out=held[i] if held else None) for i, cols in enumerate(sets)
+        ]
         for ds in datasets:
             ds.split(validation if held is None else 0.0, batch_size, gen)
     return tasks, datasets
@@ -400,16 +439,20 @@ def _split_sets(data, layout, name="validation"):
 
 
 def _is_pair_of_pairs(data):
-    return (isinstance(data, (tuple, list)) and len(data) == 2
-            and all(isinstance(p, (tuple, list)) for p in data))
+    return (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(p, (tuple, list)) for p in data)
+    )
 
 
 def _check_columns(columns, count, name):
     if not isinstance(columns, (tuple, list)) or len(columns) != count:
-        raise ValueError(f"{name} must be a tuple of {count} arrays, got "
-                         f"{type(columns).__name__}")
-    columns = tuple(check_finite(as_float_tensor(c, f"{name}[{i}]"), f"{name}[{i}]")
-                    for i, c in enumerate(columns))
+        raise ValueError(f"{name} must be a tuple of {count} arrays, got {type(columns).__name__}")
+    columns = tuple(
+        check_finite(as_float_tensor(c, f"{name}[{i}]"), f"{name}[{i}]")
+        for i, c in enumerate(columns)
+    )
     lengths = [len(c) if c.dim() else 0 for c in columns]
     if len(set(lengths)) != 1:
         raise ValueError(f"{name} arrays have mismatched lengths {lengths}")
@@ -428,11 +471,25 @@ def _make_optimizer(optimizer, params, lr, weight_decay):
     return optimizer(params, lr=lr, weight_decay=weight_decay)
 
 
-def _check_options(steps, batch_size, lr, weight_decay, validation, patience, validate_every,
-                   checkpoint_every, schedule, seed):
-    for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 2),
-                             ("validate_every", validate_every, 1),
-                             ("checkpoint_every", checkpoint_every, 1), ("seed", seed, 0)):
+def _check_options(
+    steps,
+    batch_size,
+    lr,
+    weight_decay,
+    validation,
+    patience,
+    validate_every,
+    checkpoint_every,
+    schedule,
+    seed,
+):
+    for name, value, low in (
+        ("steps", steps, 1),
+        ("batch_size", batch_size, 2),
+        ("validate_every", validate_every, 1),
+        ("checkpoint_every", checkpoint_every, 1),
+        ("seed", seed, 0),
+    ):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if patience is not None and (not isinstance(patience, numbers.Integral) or patience < 1):
@@ -452,8 +509,9 @@ def _check_options(steps, batch_size, lr, weight_decay, validation, patience, va
 
 def _check_config(saved, config, schedule):
     movable = _RESUMABLE if schedule is None else ()
-    diff = sorted(k for k in set(saved) | set(config)
-                  if k not in movable and saved.get(k) != config.get(k))
+    diff = sorted(
+        k for k in set(saved) | set(config) if k not in movable and saved.get(k) != config.get(k)
+    )
     if diff:
         details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {config.get(k)!r}" for k in diff)
         raise ValueError(f"resume=True with settings that differ from the checkpoint ({details})")

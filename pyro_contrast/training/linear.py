@@ -40,7 +40,8 @@ def contrastive_svd(
     With ``whiten=True`` the SVD is of :math:`\hat\Sigma_x^{-1/2} S \hat\Sigma_y^{-1/2}` and
     the factors are multiplied by :math:`\hat\Sigma^{-1/2}` (a CCA-like solution); the marginal
     covariances pool paired and unpaired samples, which is how unpaired data help (MATH §8);
-    this minimizes :func:`pyro_contrast.training.losses.linear_contrastive_unpaired` when ``ridge=0``.
+    this minimizes :func:`pyro_contrast.training.losses.linear_contrastive_unpaired` when
+    ``ridge=0``.
     ``ridge`` adds ``ridge * trace(Σ)/d`` to each covariance before inverting it. The
     encoders subtract the (pooled) means, so scores are centred bilinear forms.
 
@@ -67,8 +68,9 @@ def contrastive_svd(
     """
     x, y = _check_pairs(x, y)
     if not isinstance(rank, numbers.Integral) or not 1 <= rank <= min(x.shape[1], y.shape[1]):
-        raise ValueError(f"rank must be an integer in [1, {min(x.shape[1], y.shape[1])}], "
-                         f"got {rank!r}")
+        raise ValueError(
+            f"rank must be an integer in [1, {min(x.shape[1], y.shape[1])}], got {rank!r}"
+        )
     if not (isinstance(rho, numbers.Real) and rho > 0):
         raise ValueError(f"rho must be positive, got {rho!r}")
     if not whiten and (unpaired_x is not None or unpaired_y is not None):
@@ -126,8 +128,11 @@ def optimal_bilinear_critic(x, y, *, ridge=0.0):
     x, y, mean_x, mean_y, sxx, sxy, syy = _moments(x, y, ridge)
     weight = torch.linalg.solve(sxx, sxy) @ torch.linalg.inv(syy)
     critic = Critic(
-        _centring(mean_x, x.dtype), _centring(mean_y, x.dtype), similarity="bilinear",
-        dim_x=x.shape[1], dim_y=y.shape[1],
+        _centring(mean_x, x.dtype),
+        _centring(mean_y, x.dtype),
+        similarity="bilinear",
+        dim_x=x.shape[1],
+        dim_y=y.shape[1],
     ).to(x.dtype)
     with torch.no_grad():
         critic.weight.copy_(weight)
@@ -186,8 +191,9 @@ def _check_pairs(x, y):
     x = check_rows(check_finite(as_float_tensor(x, "x"), "x"), "x")
     y = check_rows(check_finite(as_float_tensor(y, "y"), "y"), "y")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} and "
-                         f"{y.shape[0]}")
+        raise ValueError(
+            f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}"
+        )
     if x.shape[0] < 2:
         raise ValueError(f"need at least 2 pairs, got {x.shape[0]}")
     dtype = torch.promote_types(x.dtype, y.dtype)
@@ -197,8 +203,9 @@ def _check_pairs(x, y):
 def _pool(paired, unpaired, name):
     if unpaired is None:
         return paired
-    extra = check_rows(check_finite(as_float_tensor(unpaired, name), name), name,
-                       dim=paired.shape[1])
+    extra = check_rows(
+        check_finite(as_float_tensor(unpaired, name), name), name, dim=paired.shape[1]
+    )
     return torch.cat([paired, extra.double()])
 
 
@@ -221,8 +228,10 @@ def _ridged(cov, ridge, name):
 def _check_definite(cov, name):
     evals = torch.linalg.eigvalsh(cov)
     if not evals[0] > 1e-12 * evals[-1].clamp(min=1e-300):
-        raise ValueError(f"the covariance of {name} is singular (fewer samples than "
-                         f"dimensions, or collinear columns); pass a positive ridge")
+        raise ValueError(
+            f"the covariance of {name} is singular (fewer samples than "
+            f"dimensions, or collinear columns); pass a positive ridge"
+        )
     return evals
 
 

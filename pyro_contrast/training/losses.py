@@ -218,7 +218,8 @@ def linear_contrastive(u, v, g1, g2, *, rho=1.0):
     \frac{1}{B(B-1)}\sum_{i\ne j} u_i\cdot v_j` (encoder offsets cancel). It is the first-order
     term of symmetric CLIP at high temperature. Minimizers:
     :math:`G_1^\top G_2 = U_r D_r V_r^\top / \rho` (top-r SVD of S), minimum
-    :math:`-\sum_{i\le r}\sigma_i^2 / (2\rho)` — see :func:`pyro_contrast.training.linear.contrastive_svd`.
+    :math:`-\sum_{i\le r}\sigma_i^2 / (2\rho)` — see
+    :func:`pyro_contrast.training.linear.contrastive_svd`.
 
     **References**
 
@@ -331,11 +332,14 @@ def _on_scores(score_fn):
 
 def _l2_objective(critic, x, y, *, norm_penalty=1e-2, symmetric=True):
     if critic.similarity != "neg_sq_l2":
-        raise ValueError(f"loss 'l2_infonce' needs a critic with similarity='neg_sq_l2', got "
-                         f"{critic.similarity!r}")
+        raise ValueError(
+            f"loss 'l2_infonce' needs a critic with similarity='neg_sq_l2', got "
+            f"{critic.similarity!r}"
+        )
     u, v = critic.encode_x(x), critic.encode_y(y)
-    return l2_infonce(u, v, temperature=critic.temperature, norm_penalty=norm_penalty,
-                      symmetric=symmetric)
+    return l2_infonce(
+        u, v, temperature=critic.temperature, norm_penalty=norm_penalty, symmetric=symmetric
+    )
 
 
 def _linear_objective(critic, x, y, *, rho=1.0):
@@ -343,8 +347,10 @@ def _linear_objective(critic, x, y, *, rho=1.0):
     for side in ("encoder_x", "encoder_y"):
         encoder = getattr(critic, side)
         if not isinstance(encoder, nn.Linear):
-            raise ValueError(f"loss 'linear_contrastive' needs nn.Linear encoders, critic.{side} "
-                             f"is {type(encoder).__name__}")
+            raise ValueError(
+                f"loss 'linear_contrastive' needs nn.Linear encoders, critic.{side} "
+                f"is {type(encoder).__name__}"
+            )
         weights.append(encoder.weight)
     return linear_contrastive(critic.encode_x(x), critic.encode_y(y), *weights, rho=rho)
 
@@ -430,8 +436,9 @@ def _check_pair(u, v):
         if t.dim() != 2:
             raise ValueError(f"{name} must have shape (B, d), got {tuple(t.shape)}")
     if u.shape[0] != v.shape[0] or u.shape[0] < 2:
-        raise ValueError(f"u and v need the same number B >= 2 of rows, got {u.shape[0]}, "
-                         f"{v.shape[0]}")
+        raise ValueError(
+            f"u and v need the same number B >= 2 of rows, got {u.shape[0]}, {v.shape[0]}"
+        )
     dtype = torch.promote_types(torch.promote_types(u.dtype, v.dtype), torch.float32)
     u, v = u.to(dtype), v.to(dtype)
     check_finite(u, "u")

@@ -4,11 +4,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from pyro_contrast.cli.study import main
+from pyro_contrast.critics import Critic
 from pyro_contrast.marginals.bank import Bank
 from pyro_contrast.marginals.bridge import Bridge
-from pyro_contrast.cli.study import main
 from pyro_contrast.studies.compare import compare
-from pyro_contrast.critics import Critic
 from pyro_contrast.studies.study import ComparisonResult, Study
 
 T_AB, T_BC = 0.2, 0.25

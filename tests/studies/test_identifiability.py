@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from pyro_contrast.critics import Critic
-from pyro_contrast.studies.identifiability import identifiability_r2
 from pyro_contrast.sim.multimodal import MultimodalLatentModel
+from pyro_contrast.studies.identifiability import identifiability_r2
 from pyro_contrast.training.fit import fit
 from tests.common import assert_close
 
@@ -36,8 +36,9 @@ def test_r2_table_on_known_relations(backend):
 def test_backends_agree_and_inputs_are_flexible():
     rep, latents = _known_relations(300)
     a = identifiability_r2(rep, latents, backend="numpy", max_kernel_samples=100)
-    b = identifiability_r2(torch.tensor(rep, dtype=torch.float32), latents, backend="sklearn",
-                           max_kernel_samples=100)
+    b = identifiability_r2(
+        torch.tensor(rep, dtype=torch.float32), latents, backend="sklearn", max_kernel_samples=100
+    )
     assert_close(torch.tensor(a.values), torch.tensor(b.values), atol=1e-4)
     c = identifiability_r2(rep, latents, kernel=False, seed=1)
     assert list(c.columns) == ["dim", "linear_r2"]
@@ -65,20 +66,41 @@ def test_contrastive_learning_block_identifies_the_content(capsys):
     # probability 0.75), private 2 + 2, 3-layer invertible leaky-ReLU mixings; 5000 training
     # pairs, MLP encoders 64-64-3 (output = content size), neg_sq_l2 critic with learnable
     # temperature, symmetric InfoNCE, 800 Adam steps of 256 pairs with a cosine schedule.
-    model = MultimodalLatentModel(content_dim=3, style_dim=2, private_dims=(2, 2),
-                                  style_change_prob=0.75, mixing_layers=3, seed=0)
+    model = MultimodalLatentModel(
+        content_dim=3,
+        style_dim=2,
+        private_dims=(2, 2),
+        style_change_prob=0.75,
+        mixing_layers=3,
+        seed=0,
+    )
     x1, x2, _ = model.sample(5000)
     test1, _, latents = model.sample(1500)
     torch.manual_seed(0)
 
     def mlp(dim):
-        return nn.Sequential(nn.Linear(dim, 64), nn.LeakyReLU(0.2), nn.Linear(64, 64),
-                             nn.LeakyReLU(0.2), nn.Linear(64, 3))
+        return nn.Sequential(
+            nn.Linear(dim, 64),
+            nn.LeakyReLU(0.2),
+            nn.Linear(64, 64),
+            nn.LeakyReLU(0.2),
+            nn.Linear(64, 3),
+        )
 
-    critic = Critic(mlp(model.obs_dims[0]), mlp(model.obs_dims[1]), "neg_sq_l2",
-                    learn_temperature=True)
-    fit(critic, (x1, x2), "symmetric_infonce", steps=800, batch_size=256, lr=3e-3,
-        schedule="cosine", validation=0, progress=False)
+    critic = Critic(
+        mlp(model.obs_dims[0]), mlp(model.obs_dims[1]), "neg_sq_l2", learn_temperature=True
+    )
+    fit(
+        critic,
+        (x1, x2),
+        "symmetric_infonce",
+        steps=800,
+        batch_size=256,
+        lr=3e-3,
+        schedule="cosine",
+        validation=0,
+        progress=False,
+    )
     with torch.no_grad():
         representation = critic.encode_x(test1)
     table = identifiability_r2(representation, latents, max_kernel_samples=1000)

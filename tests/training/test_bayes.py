@@ -7,8 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from pyro_contrast.training.bayes import _potential, _priors, _tilt_model, svi_fit, temperature_posterior
 from pyro_contrast.critics import Critic
+from pyro_contrast.training.bayes import (
+    _potential,
+    _priors,
+    _tilt_model,
+    svi_fit,
+    temperature_posterior,
+)
 from pyro_contrast.training.fit import fit
 from tests.common import assert_close
 
@@ -34,8 +40,7 @@ def test_svi_fit_is_maximum_likelihood_equal_to_infonce_training():
     twin = Critic(nn.Linear(3, 3), nn.Linear(3, 3), "cosine", 0.5, True)
     twin.load_state_dict(svi_critic.state_dict())
     history = svi_fit(svi_critic, x, y, steps=40, lr=1e-2, progress=False)
-    fit(twin, (x, y), "infonce", steps=40, batch_size=64, lr=1e-2, validation=0,
-        progress=False)
+    fit(twin, (x, y), "infonce", steps=40, batch_size=64, lr=1e-2, validation=0, progress=False)
     for key, value in svi_critic.state_dict().items():
         assert_close(value, twin.state_dict()[key], atol=1e-5)
     assert svi_critic.temperature.item() != pytest.approx(0.5, abs=1e-3)
@@ -47,16 +52,20 @@ def test_svi_fit_is_maximum_likelihood_equal_to_infonce_training():
 def test_potential_is_the_pyro_models_negative_log_joint(likelihood):
     x, y, obs = _tilted_data(12, 7, 0.3, bias=None if likelihood == "categorical" else -1.0)
     sim = (x @ y.T).double()
-    priors = _priors({"log_temperature": pyro.distributions.Normal(
-        torch.tensor(0.5, dtype=torch.float64), 1.5)})
+    priors = _priors(
+        {"log_temperature": pyro.distributions.Normal(torch.tensor(0.5, dtype=torch.float64), 1.5)}
+    )
     params = {"log_temperature": torch.tensor(-0.7, dtype=torch.float64)}
     if likelihood == "sigmoid":
         params["bias"] = torch.tensor(0.4, dtype=torch.float64)
-    model = poutine.condition(_tilt_model(sim, obs.double() if likelihood == "sigmoid" else obs,
-                                          likelihood, priors), data=params)
+    model = poutine.condition(
+        _tilt_model(sim, obs.double() if likelihood == "sigmoid" else obs, likelihood, priors),
+        data=params,
+    )
     log_joint = poutine.trace(model).get_trace().log_prob_sum()
-    potential = _potential(sim, obs.double() if likelihood == "sigmoid" else obs, likelihood,
-                           priors)
+    potential = _potential(
+        sim, obs.double() if likelihood == "sigmoid" else obs, likelihood, priors
+    )
     assert_close(potential(params), -log_joint, atol=1e-10)
 
 
@@ -66,8 +75,16 @@ def test_temperature_posterior_recovers_the_generating_temperature():
     true_temperature = 0.25
     x, y, labels = _tilted_data(200, 50, true_temperature)
     state = torch.get_rng_state()
-    idata = temperature_posterior(Critic.from_embeddings("cosine"), x, y, labels=labels,
-                                  num_samples=300, warmup_steps=200, num_chains=2, seed=0)
+    idata = temperature_posterior(
+        Critic.from_embeddings("cosine"),
+        x,
+        y,
+        labels=labels,
+        num_samples=300,
+        warmup_steps=200,
+        num_chains=2,
+        seed=0,
+    )
     assert torch.equal(torch.get_rng_state(), state)
     assert idata.posterior["log_temperature"].shape == (2, 300)
     assert "bias" not in idata.posterior  # cancels in the softmax
@@ -87,8 +104,17 @@ def test_sigmoid_posterior_recovers_temperature_and_bias():
     critic = Critic.from_embeddings("cosine", temperature=3.0, bias=True)
     with torch.no_grad():
         critic.bias.fill_(7.0)  # ignored: only the similarity is taken from the critic
-    idata = temperature_posterior(critic, x, y, labels=targets, likelihood="sigmoid",
-                                  num_samples=300, warmup_steps=200, num_chains=2, seed=3)
+    idata = temperature_posterior(
+        critic,
+        x,
+        y,
+        labels=targets,
+        likelihood="sigmoid",
+        num_samples=300,
+        warmup_steps=200,
+        num_chains=2,
+        seed=3,
+    )
     summary = az.summary(idata, var_names=["log_temperature", "bias"])
     assert (summary["r_hat"] <= 1.01).all()
     post = idata.posterior
@@ -110,8 +136,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="shape"):
         temperature_posterior(critic, x, y, labels=torch.zeros(6, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="0/1"):
-        temperature_posterior(critic, x, y, labels=torch.full((6, 4), 2.0),
-                              likelihood="sigmoid")
+        temperature_posterior(critic, x, y, labels=torch.full((6, 4), 2.0), likelihood="sigmoid")
     with pytest.raises(ValueError, match="prior"):
         temperature_posterior(critic, x, x, prior={"scale": None})
     with pytest.raises(TypeError, match="scalar Pyro distribution"):

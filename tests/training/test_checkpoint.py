@@ -6,23 +6,31 @@ import pytest
 import torch
 from torch import nn
 
+from pyro_contrast.critics import Critic
 from pyro_contrast.training import losses
 from pyro_contrast.training.checkpoint import load_critic, save_critic
-from pyro_contrast.critics import Critic
 from pyro_contrast.training.fit import fit
 
 
 def _mlp(d_in, d_out):
-    return nn.Sequential(nn.Linear(d_in, 8), nn.LeakyReLU(0.1), nn.LayerNorm(8), nn.Dropout(0.1),
-                         nn.GELU(approximate="tanh"), nn.Linear(8, d_out, bias=False), nn.Tanh())
+    return nn.Sequential(
+        nn.Linear(d_in, 8),
+        nn.LeakyReLU(0.1),
+        nn.LayerNorm(8),
+        nn.Dropout(0.1),
+        nn.GELU(approximate="tanh"),
+        nn.Linear(8, d_out, bias=False),
+        nn.Tanh(),
+    )
 
 
 CRITICS = {
     "identity_cosine": lambda: Critic.from_embeddings("cosine", temperature=0.07),
     "linear_dot_bias": lambda: Critic(nn.Linear(3, 2), nn.Linear(4, 2), "dot", 0.5, True, True),
     "mlp_l2": lambda: Critic(_mlp(3, 2), _mlp(4, 2), "neg_sq_l2", learn_temperature=True),
-    "bilinear_f64": lambda: Critic(nn.Linear(3, 5), None, "bilinear", 2.0, dim_x=5,
-                                   dim_y=4).double(),
+    "bilinear_f64": lambda: Critic(
+        nn.Linear(3, 5), None, "bilinear", 2.0, dim_x=5, dim_y=4
+    ).double(),
     "tied": lambda: (lambda enc: Critic(enc, enc, "dot"))(nn.Linear(3, 2)),
 }
 
@@ -57,7 +65,8 @@ def test_save_load_round_trip(tmp_path, name):
     assert repr(loaded) == repr(critic)
     assert loaded.similarity == critic.similarity
     assert isinstance(loaded.log_temperature, nn.Parameter) == isinstance(
-        critic.log_temperature, nn.Parameter)
+        critic.log_temperature, nn.Parameter
+    )
     assert (loaded.bias is None) == (critic.bias is None)
     assert loaded.log_temperature.dtype == critic.log_temperature.dtype
     assert (loaded.encoder_x is loaded.encoder_y) == (name == "tied")
@@ -132,8 +141,13 @@ def _data():
 
 
 def _net():
-    return Critic(nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.ReLU(), nn.Linear(8, 4)),
-                  nn.Linear(4, 4), "cosine", temperature=0.3, learn_temperature=True)
+    return Critic(
+        nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.ReLU(), nn.Linear(8, 4)),
+        nn.Linear(4, 4),
+        "cosine",
+        temperature=0.3,
+        learn_temperature=True,
+    )
 
 
 class _Interrupt(Exception):
@@ -152,8 +166,16 @@ def _loss_interrupted_at(call):
     return losses.BatchLoss(objective, name="clip")
 
 
-SETTINGS = dict(batch_size=32, lr=1e-2, schedule="cosine", validation=0.2, patience=50,
-                validate_every=5, checkpoint_every=5, progress=False)
+SETTINGS = dict(
+    batch_size=32,
+    lr=1e-2,
+    schedule="cosine",
+    validation=0.2,
+    patience=50,
+    validate_every=5,
+    checkpoint_every=5,
+    progress=False,
+)
 
 
 def test_resume_is_bit_for_bit_equal_to_an_uninterrupted_run(tmp_path):
@@ -162,16 +184,35 @@ def test_resume_is_bit_for_bit_equal_to_an_uninterrupted_run(tmp_path):
     x, y = _data()
     torch.manual_seed(1)
     reference = _net()
-    ref_history = fit(reference, (x, y), _loss_interrupted_at(-1), steps=23,
-                      checkpoint_dir=tmp_path / "ref", **SETTINGS)
+    ref_history = fit(
+        reference,
+        (x, y),
+        _loss_interrupted_at(-1),
+        steps=23,
+        checkpoint_dir=tmp_path / "ref",
+        **SETTINGS,
+    )
     torch.manual_seed(1)
     with pytest.raises(_Interrupt):  # dies during step 13; the last checkpoint is step 10
-        fit(_net(), (x, y), _loss_interrupted_at(13), steps=23,
-            checkpoint_dir=tmp_path / "run", **SETTINGS)
+        fit(
+            _net(),
+            (x, y),
+            _loss_interrupted_at(13),
+            steps=23,
+            checkpoint_dir=tmp_path / "run",
+            **SETTINGS,
+        )
     torch.manual_seed(99)  # a different init and RNG: everything must come from the checkpoint
     resumed = _net()
-    history = fit(resumed, (x, y), _loss_interrupted_at(-1), steps=23,
-                  checkpoint_dir=tmp_path / "run", resume=True, **SETTINGS)
+    history = fit(
+        resumed,
+        (x, y),
+        _loss_interrupted_at(-1),
+        steps=23,
+        checkpoint_dir=tmp_path / "run",
+        resume=True,
+        **SETTINGS,
+    )
     ref_state, state = reference.state_dict(), resumed.state_dict()
     assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)
     assert history.state_dict() == ref_history.state_dict()
@@ -188,8 +229,10 @@ def test_resume_can_extend_steps_without_a_schedule(tmp_path):
     partial = _net()
     fit(partial, (x, y), steps=10, checkpoint_dir=tmp_path, **settings)
     fit(partial, (x, y), steps=20, checkpoint_dir=tmp_path, resume=True, **settings)
-    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(),
-                                                  partial.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(reference.state_dict().values(), partial.state_dict().values(), strict=True)
+    )
 
 
 def test_checkpoint_dir_safety(tmp_path):
@@ -198,8 +241,7 @@ def test_checkpoint_dir_safety(tmp_path):
     with pytest.raises(ValueError, match="already holds a checkpoint"):
         fit(_net(), (x, y), steps=5, checkpoint_dir=tmp_path, **SETTINGS)
     with pytest.raises(ValueError, match="lr: saved 0.01, now 0.1"):
-        fit(_net(), (x, y), steps=5, checkpoint_dir=tmp_path, resume=True,
-            **dict(SETTINGS, lr=0.1))
+        fit(_net(), (x, y), steps=5, checkpoint_dir=tmp_path, resume=True, **dict(SETTINGS, lr=0.1))
     with pytest.raises(ValueError, match="steps"):  # a cosine schedule pins the step count
         fit(_net(), (x, y), steps=9, checkpoint_dir=tmp_path, resume=True, **SETTINGS)
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")

@@ -7,8 +7,8 @@ from scipy.stats import spearmanr
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pyro_contrast.training import losses
 from pyro_contrast.critics import Critic
+from pyro_contrast.training import losses
 from pyro_contrast.training.fit import History, fit
 from tests.common import assert_close
 
@@ -31,8 +31,9 @@ def _same_weights(a, b):
 def test_fit_learns_and_records_history():
     x, y = _pairs()
     critic = _critic(temperature=0.5, learn_temperature=True)
-    history = fit(critic, (x, y), steps=120, batch_size=32, lr=1e-2, validate_every=20,
-                  progress=False)
+    history = fit(
+        critic, (x, y), steps=120, batch_size=32, lr=1e-2, validate_every=20, progress=False
+    )
     assert isinstance(history, History) and len(history) == 120
     frame = history.to_pandas()
     assert list(frame.columns) == ["train_loss", "lr", "val_loss", "temperature"]
@@ -66,19 +67,36 @@ def test_numpy_data_equals_tensor_data_and_dataloader_trains():
     fit(a, (x, y), steps=20, batch_size=16, progress=False)
     fit(b, (x.numpy(), y.numpy()), steps=20, batch_size=16, progress=False)
     assert _same_weights(a, b)
-    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     critic = _critic()
-    history = fit(critic, loader, steps=60, lr=1e-2, validation=(x[:64], y[:64]),
-                  validate_every=30, progress=False)
+    history = fit(
+        critic,
+        loader,
+        steps=60,
+        lr=1e-2,
+        validation=(x[:64], y[:64]),
+        validate_every=30,
+        progress=False,
+    )
     assert len(history) == 60  # more steps than one epoch of 13 batches
     assert history.val_loss[-1] < history.val_loss[0]
 
 
 def test_cosine_schedule_and_optimizers():
     x, y = _pairs()
-    history = fit(_critic(), (x, y), steps=10, batch_size=16, lr=0.1, schedule="cosine",
-                  optimizer="sgd", validation=0, progress=False)
+    history = fit(
+        _critic(),
+        (x, y),
+        steps=10,
+        batch_size=16,
+        lr=0.1,
+        schedule="cosine",
+        optimizer="sgd",
+        validation=0,
+        progress=False,
+    )
     expected = [0.05 * (1 + math.cos(math.pi * t / 10)) for t in range(10)]
     assert_close(torch.tensor(history.lr), torch.tensor(expected), atol=1e-12)
     for name in ("adam", "adamw", "rmsprop", torch.optim.Adagrad):
@@ -90,8 +108,17 @@ def test_early_stopping_restores_the_best_weights():
     x, y = _pairs()
     held = (x[:32], -y[:32])  # one validation chunk of batch_size
     critic = _critic(similarity="dot")
-    history = fit(critic, (x, y), steps=500, batch_size=32, lr=5e-2, validation=held,
-                  patience=3, validate_every=5, progress=False)
+    history = fit(
+        critic,
+        (x, y),
+        steps=500,
+        batch_size=32,
+        lr=5e-2,
+        validation=held,
+        patience=3,
+        validate_every=5,
+        progress=False,
+    )
     assert history.stopped_early and len(history) < 500
     assert history.best_val_loss == min(history.val_loss)
     assert len(history.val_loss) - history.val_loss.index(history.best_val_loss) == 4
@@ -111,15 +138,27 @@ def test_shared_mode_sums_both_losses_into_one_b_encoder():
     twins = [Critic(nn.Linear(3, 3), nn.Linear(3, 3), "dot") for _ in range(2)]
     twins[0].load_state_dict(critic_ab.state_dict())
     twins[1].load_state_dict(critic_bc.state_dict())
-    fit((critic_ab, critic_bc), (a, b, c), steps=1, batch_size=24, lr=0.1, optimizer="sgd",
-        validation=0, mode="shared", progress=False)
-    total = (losses.infonce(twins[0].pairwise(a, b)) + losses.infonce(twins[1].pairwise(b, c)))
+    fit(
+        (critic_ab, critic_bc),
+        (a, b, c),
+        steps=1,
+        batch_size=24,
+        lr=0.1,
+        optimizer="sgd",
+        validation=0,
+        mode="shared",
+        progress=False,
+    )
+    total = losses.infonce(twins[0].pairwise(a, b)) + losses.infonce(twins[1].pairwise(b, c))
     total.backward()
     grad_shared = twins[0].encoder_y.weight.grad + twins[1].encoder_x.weight.grad
     assert critic_ab.encoder_y is critic_bc.encoder_x
     assert_close(shared.weight, twins[0].encoder_y.weight - 0.1 * grad_shared, atol=1e-6)
-    assert_close(critic_ab.encoder_x.weight,
-                 twins[0].encoder_x.weight - 0.1 * twins[0].encoder_x.weight.grad, atol=1e-6)
+    assert_close(
+        critic_ab.encoder_x.weight,
+        twins[0].encoder_x.weight - 0.1 * twins[0].encoder_x.weight.grad,
+        atol=1e-6,
+    )
 
 
 def test_separate_oracle_and_pair_of_pairs_modes():
@@ -127,17 +166,39 @@ def test_separate_oracle_and_pair_of_pairs_modes():
     b = torch.randn(300, 3, generator=g)
     a, c = b + 0.3 * torch.randn(300, 3, generator=g), b + 0.3 * torch.randn(300, 3, generator=g)
     critics = (_critic(3), _critic(3))
-    history = fit(critics, (a, b, c), steps=40, batch_size=32, lr=1e-2, mode="separate",
-                  validate_every=20, progress=False)
+    history = fit(
+        critics,
+        (a, b, c),
+        steps=40,
+        batch_size=32,
+        lr=1e-2,
+        mode="separate",
+        validate_every=20,
+        progress=False,
+    )
     assert list(history.to_pandas().columns)[-2:] == ["temperature_0", "temperature_1"]
     assert history.val_loss[-1] < history.val_loss[0]
     oracle = _critic(3)
-    history = fit(oracle, (a, b, c), steps=40, batch_size=32, lr=1e-2, mode="oracle",
-                  validate_every=20, progress=False)
+    history = fit(
+        oracle,
+        (a, b, c),
+        steps=40,
+        batch_size=32,
+        lr=1e-2,
+        mode="oracle",
+        validate_every=20,
+        progress=False,
+    )
     assert history.val_loss[-1] < history.val_loss[0]
     # Two separate pair sets of different sizes for A-B and B-C.
-    history = fit((_critic(3), _critic(3)), ((a, b), (b[:200], c[:200])), steps=10,
-                  batch_size=16, mode="separate", progress=False)
+    history = fit(
+        (_critic(3), _critic(3)),
+        ((a, b), (b[:200], c[:200])),
+        steps=10,
+        batch_size=16,
+        mode="separate",
+        progress=False,
+    )
     assert len(history) == 10
 
 
@@ -201,13 +262,16 @@ def test_critic_on_linear_gaussian_chain_ranks_like_the_exact_log_ratio():
     a, b, _ = chain.sample(4000)
     a_test, b_test, _ = chain.sample(200)
     torch.manual_seed(0)
-    critic = Critic(nn.Linear(chain.dim_a, chain.dim_a), nn.Linear(chain.dim_b, chain.dim_a),
-                    "neg_sq_l2")
+    critic = Critic(
+        nn.Linear(chain.dim_a, chain.dim_a), nn.Linear(chain.dim_b, chain.dim_a), "neg_sq_l2"
+    )
     fit(critic, (a, b), "infonce", steps=300, batch_size=256, lr=1e-2, progress=False)
     with torch.no_grad():
         scores = critic.pairwise(a_test, b_test).double()
     truth = chain.log_ratio_ab(a_test, b_test)
-    rho = spearmanr((scores - scores.mean(1, keepdim=True)).flatten(),
-                    (truth - truth.mean(1, keepdim=True)).flatten())[0]
+    rho = spearmanr(
+        (scores - scores.mean(1, keepdim=True)).flatten(),
+        (truth - truth.mean(1, keepdim=True)).flatten(),
+    )[0]
     assert rho >= 0.9
     assert np.isfinite(rho)

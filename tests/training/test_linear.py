@@ -5,10 +5,14 @@ from scipy.linalg import subspace_angles
 from scipy.stats import multivariate_normal
 from torch import nn
 
-from pyro_contrast.training import losses
 from pyro_contrast.critics import Critic
-from pyro_contrast.training.linear import contrastive_svd, optimal_bilinear_critic, optimal_l2_critic
+from pyro_contrast.training import losses
 from pyro_contrast.training.fit import fit
+from pyro_contrast.training.linear import (
+    contrastive_svd,
+    optimal_bilinear_critic,
+    optimal_l2_critic,
+)
 from tests.common import assert_close
 
 
@@ -40,8 +44,9 @@ def test_contrastive_svd_attains_the_eckart_young_minimum(rank, rho):
     assert_close(f.min_loss, -(sv[:rank] ** 2).sum() / (2 * rho), atol=1e-10)
     u, v = critic.encode_x(x), critic.encode_y(y)
     assert_close(losses.linear_contrastive(u, v, f.g1, f.g2, rho=rho), f.min_loss, atol=1e-10)
-    assert_close(f.g1.T @ f.g2, f.left @ torch.diag(f.singular_values) @ f.right.T / rho,
-                 atol=1e-10)
+    assert_close(
+        f.g1.T @ f.g2, f.left @ torch.diag(f.singular_values) @ f.right.T / rho, atol=1e-10
+    )
     # Scores are the centred bilinear form of G1ᵀG2.
     expected = (x[:7] - x.mean(0)) @ f.g1.T @ f.g2 @ (y[:5] - y.mean(0)).T
     assert_close(critic.pairwise(x[:7], y[:5]), expected, atol=1e-10)
@@ -58,8 +63,17 @@ def test_gradient_descent_on_nakada_loss_reaches_contrastive_svd():
         for p in critic.parameters():
             p.mul_(0.1)  # small init: GD escapes the saddle at 0 along the top directions
     lr = 0.5 / f.singular_values[0].item()
-    fit(critic, (x, y), "linear_contrastive", steps=600, batch_size=200, lr=lr,
-        optimizer="sgd", validation=0, progress=False)
+    fit(
+        critic,
+        (x, y),
+        "linear_contrastive",
+        steps=600,
+        batch_size=200,
+        lr=lr,
+        optimizer="sgd",
+        validation=0,
+        progress=False,
+    )
     g1, g2 = critic.encoder_x.weight.detach(), critic.encoder_y.weight.detach()
     final = losses.linear_contrastive(x @ g1.T, y @ g2.T, g1, g2)
     assert abs(final.item() - f.min_loss.item()) <= 1e-6
@@ -72,19 +86,26 @@ def test_unpaired_loss_minimizer_is_the_whitened_svd():
     (x, y), draw = _two_views(200)
     unpaired_x, _ = draw(300)
     _, unpaired_y = draw(150)
-    _, f = contrastive_svd(x, y, 2, unpaired_x=unpaired_x, unpaired_y=unpaired_y, whiten=True,
-                           ridge=0.0)
+    _, f = contrastive_svd(
+        x, y, 2, unpaired_x=unpaired_x, unpaired_y=unpaired_y, whiten=True, ridge=0.0
+    )
     g = torch.Generator().manual_seed(3)
     g1 = (0.1 * torch.randn(2, 5, generator=g, dtype=torch.float64)).requires_grad_()
     g2 = (0.1 * torch.randn(2, 4, generator=g, dtype=torch.float64)).requires_grad_()
-    opt = torch.optim.LBFGS([g1, g2], max_iter=2000, tolerance_grad=1e-14,
-                            tolerance_change=1e-16, history_size=20,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [g1, g2],
+        max_iter=2000,
+        tolerance_grad=1e-14,
+        tolerance_change=1e-16,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
-        value = losses.linear_contrastive_unpaired(x @ g1.T, y @ g2.T, unpaired_x @ g1.T,
-                                                   unpaired_y @ g2.T)
+        value = losses.linear_contrastive_unpaired(
+            x @ g1.T, y @ g2.T, unpaired_x @ g1.T, unpaired_y @ g2.T
+        )
         value.backward()
         return value
 
@@ -141,11 +162,15 @@ def test_optimal_l2_critic_equals_gaussian_pmi_up_to_a_term_in_x():
     sxx, sxy, syy = cov[:5, :5], cov[:5, 5:], cov[5:, 5:]
     cond = syy - sxy.T @ np.linalg.solve(sxx, sxy)
     queries, cands = xn[:4], yn[10:30]
-    pmi = np.stack([
-        multivariate_normal(yn.mean(0) + sxy.T @ np.linalg.solve(sxx, q - xn.mean(0)),
-                            cond).logpdf(cands)
-        - multivariate_normal(yn.mean(0), syy).logpdf(cands)
-        for q in queries])
+    pmi = np.stack(
+        [
+            multivariate_normal(
+                yn.mean(0) + sxy.T @ np.linalg.solve(sxx, q - xn.mean(0)), cond
+            ).logpdf(cands)
+            - multivariate_normal(yn.mean(0), syy).logpdf(cands)
+            for q in queries
+        ]
+    )
     gap = critic.pairwise(x[:4], y[10:30]).detach().numpy() - pmi
     assert_close(gap - gap[:, :1], np.zeros_like(gap), atol=1e-8)
     assert critic.similarity == "neg_sq_l2"
@@ -177,11 +202,22 @@ def test_infonce_bilinear_critic_approaches_w_star_with_batch_size(capsys):
     errors = {}
     for batch_size in (16, 64, 256):
         critic = Critic.from_embeddings("bilinear", dim_x=3, dim_y=3)
-        fit(critic, (x, y), "infonce", steps=800, batch_size=batch_size, lr=0.05,
-            schedule="cosine", validation=0, progress=False)
+        fit(
+            critic,
+            (x, y),
+            "infonce",
+            steps=800,
+            batch_size=batch_size,
+            lr=0.05,
+            schedule="cosine",
+            validation=0,
+            progress=False,
+        )
         errors[batch_size] = ((critic.weight.double() - w_star).norm() / w_star.norm()).item()
     with capsys.disabled():
-        print("\nInfoNCE bilinear critic, relative error ||W - W*|| / ||W*|| by batch size:",
-              {b: round(e, 4) for b, e in errors.items()})
+        print(
+            "\nInfoNCE bilinear critic, relative error ||W - W*|| / ||W*|| by batch size:",
+            {b: round(e, 4) for b, e in errors.items()},
+        )
     assert errors[16] > errors[64] > errors[256]
     assert errors[256] < 0.08

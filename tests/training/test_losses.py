@@ -8,8 +8,8 @@ import torch
 from scipy.special import logsumexp
 from torch import nn
 
-from pyro_contrast.training import losses
 from pyro_contrast.critics import Critic
+from pyro_contrast.training import losses
 from tests.common import assert_close
 
 SCORE_LOSSES = ["infonce", "symmetric_infonce", "siglip", "tilted_kl", "joint_tilted_kl"]
@@ -36,8 +36,9 @@ def test_symmetric_infonce_and_tilted_kl_formulas(b):
     sym = 0.5 * (_infonce_reference(s) + _infonce_reference(s.T))
     assert_close(losses.symmetric_infonce(s), sym, atol=1e-12)
     assert_close(losses.tilted_kl(s), _infonce_reference(s) - math.log(b), atol=1e-12)
-    assert_close(losses.tilted_kl(s, direction="x|y"),
-                 _infonce_reference(s.T) - math.log(b), atol=1e-12)
+    assert_close(
+        losses.tilted_kl(s, direction="x|y"), _infonce_reference(s.T) - math.log(b), atol=1e-12
+    )
     assert_close(losses.tilted_kl(s, direction="symmetric"), sym - math.log(b), atol=1e-12)
     joint = logsumexp(s.numpy()) - 2 * math.log(b) - np.trace(s.numpy()) / b
     assert_close(losses.joint_tilted_kl(s), joint, atol=1e-12)
@@ -101,8 +102,9 @@ def test_joint_tilted_kl_and_tilted_kl_at_pmi_estimate_minus_mutual_information(
     # Discrete joint with small I; at f = PMI both estimators target -I. Batches of B = 400:
     # the joint normalizer's bias is O(chi^2 / B) ~ 1e-3 and the Monte Carlo sd of the mean of
     # 25 batches is ~ sd(PMI) / sqrt(25 * 400) ~ 5e-3, so 0.02 is a > 3-sigma bound.
-    p = torch.tensor([[0.20, 0.05, 0.05], [0.05, 0.20, 0.05], [0.05, 0.05, 0.30]],
-                     dtype=torch.float64)
+    p = torch.tensor(
+        [[0.20, 0.05, 0.05], [0.05, 0.20, 0.05], [0.05, 0.05, 0.30]], dtype=torch.float64
+    )
     pmi = (p / p.sum(1, keepdim=True) / p.sum(0)).log()
     mi = (p * pmi).sum().item()
     gen = torch.Generator().manual_seed(1)
@@ -122,16 +124,16 @@ def test_joint_tilted_kl_and_tilted_kl_at_pmi_estimate_minus_mutual_information(
 def test_l2_infonce_matches_definition_and_penalty():
     u, v = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
     scores = -0.5 * torch.cdist(u, v).pow(2) / 0.3
-    expected = losses.symmetric_infonce(scores) + 0.05 * 0.5 * (
-        u.pow(2).sum(-1) + v.pow(2).sum(-1)).mean()
+    expected = (
+        losses.symmetric_infonce(scores) + 0.05 * 0.5 * (u.pow(2).sum(-1) + v.pow(2).sum(-1)).mean()
+    )
     out = losses.l2_infonce(u, v, temperature=0.3, norm_penalty=0.05)
     assert_close(out, expected, atol=1e-10)
     one_sided = losses.l2_infonce(u, v, temperature=0.3, norm_penalty=0.0, symmetric=False)
     assert_close(one_sided, losses.infonce(scores), atol=1e-10)
     # The NCE part is translation invariant; only the penalty sees the shift.
     shifted = losses.l2_infonce(u + 5, v + 5, temperature=0.3, norm_penalty=0.0)
-    assert_close(shifted, losses.l2_infonce(u, v, temperature=0.3, norm_penalty=0.0),
-                 atol=1e-9)
+    assert_close(shifted, losses.l2_infonce(u, v, temperature=0.3, norm_penalty=0.0), atol=1e-9)
     assert losses.l2_infonce(u + 5, v + 5, temperature=0.3) > out
 
 
@@ -151,8 +153,9 @@ def test_linear_contrastive_matches_trace_formula(n, r):
     assert_close(out, expected, atol=1e-10)
     xu, yu = torch.randn(7, 4, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
     sx, sy = torch.cat([x, xu]).T.cov(), torch.cat([y, yu]).T.cov()
-    expected = (-torch.trace(g1 @ _nakada_s(x, y) @ g2.T)
-                + 0.35 * torch.trace(g1 @ sx @ g1.T @ g2 @ sy @ g2.T))
+    expected = -torch.trace(g1 @ _nakada_s(x, y) @ g2.T) + 0.35 * torch.trace(
+        g1 @ sx @ g1.T @ g2 @ sy @ g2.T
+    )
     out = losses.linear_contrastive_unpaired(x @ g1.T, y @ g2.T, xu @ g1.T, yu @ g2.T, rho=0.7)
     assert_close(out, expected, atol=1e-10)
 
@@ -179,8 +182,9 @@ def test_other_bad_inputs():
     with pytest.raises(ValueError, match="direction"):
         losses.tilted_kl(torch.zeros(2, 2), direction="x")
     with pytest.raises(ValueError, match="rho"):
-        losses.linear_contrastive(torch.ones(2, 1), torch.ones(2, 1), torch.ones(1, 1),
-                                  torch.ones(1, 1), rho=0)
+        losses.linear_contrastive(
+            torch.ones(2, 1), torch.ones(2, 1), torch.ones(1, 1), torch.ones(1, 1), rho=0
+        )
     with pytest.raises(ValueError, match="same number"):
         losses.l2_infonce(torch.zeros(3, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="norm_penalty"):
@@ -197,7 +201,9 @@ def test_registry_resolves_names_callables_and_batch_losses():
         assert_close(value, getattr(losses, name)(critic.pairwise(x, x)))
     sym = losses.get("tilted_kl", direction="symmetric")
     assert json.loads(json.dumps(sym.config())) == {
-        "name": "tilted_kl", "kwargs": {"direction": "symmetric"}}
+        "name": "tilted_kl",
+        "kwargs": {"direction": "symmetric"},
+    }
     custom = losses.get(lambda s: s.diagonal().mean())
     assert_close(custom(critic, x, x), critic.pairwise(x, x).diagonal().mean())
     assert losses.get(sym) is sym
@@ -221,6 +227,7 @@ def test_registry_objectives_check_the_critic():
     with pytest.raises(ValueError, match="nn.Linear"):
         losses.get("linear_contrastive")(Critic.from_embeddings("dot"), x, x)
     lin = Critic(nn.Linear(3, 2), nn.Linear(3, 2), "dot")
-    expected = losses.linear_contrastive(lin.encode_x(x), lin.encode_y(x),
-                                         lin.encoder_x.weight, lin.encoder_y.weight, rho=2.0)
+    expected = losses.linear_contrastive(
+        lin.encode_x(x), lin.encode_y(x), lin.encoder_x.weight, lin.encoder_y.weight, rho=2.0
+    )
     assert_close(losses.get("linear_contrastive", rho=2.0)(lin, x, x), expected)
