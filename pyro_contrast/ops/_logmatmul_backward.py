@@ -111,7 +111,7 @@ def backward(x, y, out, grad, chunk):
     scale = _scale(grad)
     weighted = (grad / scale).to(compute)
     # ex carries the scale s = max|g|, so both products below come out scaled back.
-    head_x = ((scale.log() + head) * _LOG2E).to(compute)
+    head_x = (scale.to(compute).log() + head) * _LOG2E  # in compute: head is ~300 nats
     head_y = torch.tensor(head * _LOG2E, dtype=compute, device=x.device)
     floor = exp_floor(compute)
     # First-order backward (no graph) fills preallocated gradients: no second copy via cat.
