@@ -369,8 +369,9 @@ def test_bad_chunk_size(chunk_size):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu():
-    x, y = _misaligned_scattered(40, 700, 30)
+@pytest.mark.parametrize("make", [_misaligned_scattered, _wide_sq_l2])
+def test_cuda_matches_cpu(make):
+    x, y = make(40, 700, 30)
     x, y = x.cuda().requires_grad_(), y.cuda().requires_grad_()
     out = logmatmul(x, y, chunk_size=128)
     assert out.device == x.device
