@@ -29,9 +29,8 @@ measured on that bank. Peak memory: each method once in a fresh child process, `
 after the run minus ``VmHWM`` with the inputs built (scaled to M for the broadcast only,
 whose N x M x K temporaries grow with M; KeOps' stays O(N K + M d)). Exactness against a
 float64 logsumexp of float64 scores of the same embeddings: max absolute error, cells off
-by more than
-``max(1e-3, 1e-6 |exact|)`` (float32 scoring alone errs by ~1e-4 at 1,400 nats) and cells
-that came out ``-inf``/NaN. Prints a table per critic and a final JSON line.
+by more than ``max(1e-3, 1e-6 |exact|)`` (float32 scoring alone errs by ~1e-4 at 1,400
+nats) and cells that came out ``-inf``/NaN. Prints a table per critic and a final JSON line.
 
 Usage: ``python benchmarks/bench_peers.py [--quick] [--num-inner 16384] [--no-keops]``
 """
