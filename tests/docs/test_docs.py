@@ -63,7 +63,9 @@ def test_sphinx_build_has_no_warnings_and_is_offline(tmp_path):
     math_page = (html / "math.html").read_text()
     assert 'src="_static/mathjax/tex-chtml.js' in math_page
     for page in html.rglob("*.html"):
-        remote = re.findall(r'<script[^>]+src="(?:https?:)?//[^"]+"', page.read_text())
+        remote = re.findall(
+            r'<(?:script|link)[^>]+(?:src|href)="(?:https?:)?//[^"]+"', page.read_text()
+        )
         assert not remote, f"{page.relative_to(html)} loads {remote}"
 
 
