@@ -89,3 +89,18 @@ def test_docs_cite_the_mathematics_page_not_an_internal_note():
     pages += [p for folder in ("tutorials", "guides") for p in (DOCS / folder).glob("*.*")]
     offenders = [p.name for p in pages if "MATH.md" in p.read_text()]
     assert not offenders, f"pages citing MATH.md instead of docs/math: {offenders}"
+
+
+def test_cli_page_documents_options_the_commands_have(capsys):
+    """Every ``--option`` on the CLI page is an option of some ``pyro-contrast`` command."""
+    from pyro_contrast.cli import main
+
+    helps = []
+    for command in ("demo", "bridge", "compare", "diagnose"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps.append(capsys.readouterr().out)
+    documented = set(re.findall(r"(--[a-z][a-z0-9-]*)", (DOCS / "cli.rst").read_text()))
+    assert len(documented) >= 10
+    unknown = sorted(o for o in documented if not any(re.search(rf"{o}\b", h) for h in helps))
+    assert not unknown, f"the CLI page documents options no command has: {unknown}"
