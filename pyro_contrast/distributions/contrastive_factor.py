@@ -1,8 +1,10 @@
 r"""Critics as Pyro factors: the normalized likelihood of a bank, or the raw score."""
 
 import pyro
+import torch
 
 from pyro_contrast.critics import Critic
+from pyro_contrast.distributions._tilt_closed_forms import is_closed_form_base
 from pyro_contrast.distributions.tilted_conditional import TiltedConditional
 
 
@@ -52,8 +54,9 @@ def contrastive_factor(name, critic, x, y, bank=None, *, has_rsample=None):
     :param Tensor x: inputs of the first modality (possibly latent).
     :param Tensor y: inputs of the second modality, one item per row of ``x`` (broadcast).
     :param bank: samples of :math:`y` from its marginal (a tensor of items or a single-view
-        :class:`~pyro_contrast.Bank`, whose ``log_weights`` are used); ``None`` for the raw
-        score.
+        :class:`~pyro_contrast.Bank`, whose ``log_weights`` are used), or a closed-form
+        marginal accepted by :class:`~pyro_contrast.distributions.TiltedConditional`;
+        ``None`` for the raw score.
     :param bool has_rsample: passed to ``pyro.factor`` (whether the factor's inputs are
         reparametrized); required by Pyro in guides.
     :returns: the factor's value.
@@ -73,6 +76,14 @@ def contrastive_factor(name, critic, x, y, bank=None, *, has_rsample=None):
         raise TypeError(f"critic must be a pyro_contrast.Critic, got {type(critic).__name__}")
     if bank is None:
         log_factor = critic(x, y)
+    elif not (
+        isinstance(bank, torch.Tensor)
+        or callable(getattr(bank, "materialize", None))
+        or is_closed_form_base(bank)
+    ):
+        raise TypeError(
+            f"bank must be a tensor of items or a pyro_contrast.Bank, got {type(bank).__name__}"
+        )
     else:
         log_factor = TiltedConditional(critic, x, bank).log_density_ratio(y)
     pyro.factor(name, log_factor, has_rsample=has_rsample)
