@@ -11,6 +11,7 @@ import torch
 from torch.distributions import Distribution
 
 from pyro_contrast._validation import as_float_tensor, check_finite
+from pyro_contrast.distributions._jit import ignore_jit_warnings
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -70,8 +71,9 @@ def resolve_bank(bank, name="bank"):
             f"{name} must be a tensor of items or a pyro_contrast.Bank, got {type(bank).__name__}"
         )
     items = as_float_tensor(items, name)
-    if items.dim() < 1 or items.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty batch of items, got {tuple(items.shape)}")
+    with ignore_jit_warnings():
+        if items.dim() < 1 or items.shape[0] == 0:
+            raise ValueError(f"{name} must be a non-empty batch of items, got {tuple(items.shape)}")
     return items, log_weights
 
 
@@ -107,5 +109,6 @@ def bank_scores(critic, embedded_x, embedded_bank, log_weights=None):
 def log_total_weight(log_weights, num_items, dtype):
     """``log sum_m w_m``: a Python float ``log M`` for uniform weights, else a tensor."""
     if log_weights is None:
-        return math.log(num_items)
+        with ignore_jit_warnings():
+            return math.log(int(num_items))
     return log_weights.to(dtype).logsumexp(-1)

@@ -11,6 +11,7 @@ import numbers
 import torch
 
 from pyro_contrast._validation import as_float_tensor, check_finite
+from pyro_contrast.distributions._jit import ignore_jit_warnings
 
 
 def prepare(validate, **named):
@@ -44,6 +45,11 @@ def prepare(validate, **named):
 
 
 def check_dims(x, matrix, loc, name, axes):
+    with ignore_jit_warnings():
+        _check_dims(x, matrix, loc, name, axes)
+
+
+def _check_dims(x, matrix, loc, name, axes):
     x_axis, y_axis = axes
     if x is not None and matrix.shape[x_axis] != x.shape[-1]:
         raise ValueError(
@@ -67,8 +73,9 @@ def check_cross(cov_xx, cov_xy, cov_yy):
 
 
 def cholesky(matrix, name="covariance_matrix", validate=True):
-    if matrix.shape[-1] != matrix.shape[-2]:
-        raise ValueError(f"{name} must be square, got shape {tuple(matrix.shape)}")
+    with ignore_jit_warnings():
+        if matrix.shape[-1] != matrix.shape[-2]:
+            raise ValueError(f"{name} must be square, got shape {tuple(matrix.shape)}")
     if not validate:
         return torch.linalg.cholesky(matrix)
     # Relative tolerance: float32 products such as A @ A.T are symmetric only to rounding.

@@ -4,6 +4,8 @@ import torch
 from pyro.distributions import Categorical
 from pyro.distributions.util import broadcast_shape
 
+from pyro_contrast.distributions._jit import ignore_jit_warnings
+
 
 class IndexDistribution(Categorical):
     r"""A :class:`~pyro.distributions.Categorical` over the indices of a bank or candidate set.
@@ -25,8 +27,11 @@ class IndexDistribution(Categorical):
     def _init_logits(self, logits, validate_args):
         if not isinstance(logits, torch.Tensor):
             raise TypeError(f"logits must be a tensor, got {type(logits).__name__}")
-        if logits.dim() < 1 or logits.shape[-1] == 0:
-            raise ValueError(f"need at least one index, got logits of shape {tuple(logits.shape)}")
+        with ignore_jit_warnings():
+            if logits.dim() < 1 or logits.shape[-1] == 0:
+                raise ValueError(
+                    f"need at least one index, got logits of shape {tuple(logits.shape)}"
+                )
         Categorical.__init__(self, logits=logits, validate_args=validate_args)
 
     @classmethod

@@ -14,6 +14,7 @@ The base is the law of the critic's *y embedding*, so these need an identity ``e
 import torch
 from pyro.distributions import MultivariateNormal
 
+from pyro_contrast.distributions._jit import ignore_jit_warnings
 from pyro_contrast.distributions.tilted_gaussian import TiltedGaussian
 from pyro_contrast.distributions.uniform_sphere import UniformSphere
 from pyro_contrast.distributions.vmf import VonMisesFisher
@@ -38,11 +39,13 @@ def tilt(critic, embedded_x, base, validate_args):
         raise ValueError(f"base must have batch shape (), got {tuple(base.batch_shape)}")
     dim = base.event_shape[-1]
     similarity = critic.similarity
-    embedded_dim = embedded_x.shape[-1] if critic.weight is None else critic.weight.shape[-1]
-    if embedded_dim != dim:
-        raise ValueError(
-            f"the critic scores y embeddings of dimension {embedded_dim}, the base has {dim}"
-        )
+    embedded = embedded_x if critic.weight is None else critic.weight
+    with ignore_jit_warnings():
+        if embedded.shape[-1] != dim:
+            raise ValueError(
+                f"the critic scores y embeddings of dimension {embedded.shape[-1]}, the base "
+                f"has {dim}"
+            )
     if isinstance(base, MultivariateNormal):
         conditional = _gaussian(critic, embedded_x, base, similarity, validate_args)
         log_normalizer = conditional.log_normalizer

@@ -15,6 +15,7 @@ from pyro_contrast.distributions._bank import (
     resolve_bank,
     validating,
 )
+from pyro_contrast.distributions._jit import static_shape
 
 
 class TiltedConditional(TorchDistribution):
@@ -105,7 +106,7 @@ class TiltedConditional(TorchDistribution):
             total = log_total_weight(self.log_weights, self.items.shape[0], log_z.dtype)
             self.log_normalizer = log_z - total
             shapes = embedded_x.shape[:-1], self.items.shape[1:]
-        super().__init__(*shapes, validate_args=validate_args)
+        super().__init__(*map(static_shape, shapes), validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def support(self):

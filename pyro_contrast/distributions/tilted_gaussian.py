@@ -6,6 +6,7 @@ from pyro.distributions.util import broadcast_shape
 
 from pyro_contrast.distributions._bank import validating
 from pyro_contrast.distributions._gaussian_checks import check_dims, cholesky, prepare
+from pyro_contrast.distributions._jit import static_shape
 
 # re-exported: the optimal tilts used to live here
 from pyro_contrast.distributions.tilted_gaussian_optima import (  # noqa: F401
@@ -61,7 +62,7 @@ class TiltedGaussian(MultivariateNormal):
         validate_args=None,
     ):
         if not isinstance(log_normalizer, torch.Tensor):
-            log_normalizer = torch.as_tensor(log_normalizer, dtype=loc.dtype)
+            log_normalizer = torch.full((), float(log_normalizer), dtype=loc.dtype)
         self.log_normalizer = log_normalizer
         super().__init__(
             loc, covariance_matrix, precision_matrix, scale_tril, validate_args=validate_args
@@ -181,7 +182,7 @@ class TiltedGaussian(MultivariateNormal):
         )
         check_dims(x, G, None, "G", (-1, None))
         check_dims(None, H, loc, "H", (None, -1))
-        if G.shape[-2] != H.shape[-2]:
+        if static_shape(G.shape[-2:-1]) != static_shape(H.shape[-2:-1]):
             raise ValueError(
                 f"G and H must have the same number of rows, got {G.shape[-2]} and {H.shape[-2]}"
             )

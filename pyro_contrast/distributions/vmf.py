@@ -6,6 +6,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.util import broadcast_shape
 
+from pyro_contrast.distributions._jit import ignore_jit_warnings, static_shape
 from pyro_contrast.distributions._vmf_implicit import SampleCosine
 from pyro_contrast.ops.bessel import bessel_ratio, log_hyp0f1_sphere
 
@@ -69,17 +70,22 @@ class VonMisesFisher(TorchDistribution):
     def __init__(self, loc, concentration, *, validate_args=None):
         if not torch.is_tensor(loc):
             raise TypeError(f"loc must be a torch.Tensor, got {type(loc).__name__}")
-        if loc.dim() < 1 or loc.shape[-1] < 2:
-            raise ValueError(f"loc must have shape (..., d) with d >= 2, got {tuple(loc.shape)}")
-        concentration = torch.as_tensor(concentration, device=loc.device)
+        with ignore_jit_warnings():
+            if loc.dim() < 1 or loc.shape[-1] < 2:
+                raise ValueError(
+                    f"loc must have shape (..., d) with d >= 2, got {tuple(loc.shape)}"
+                )
+        event_shape = static_shape(loc.shape[-1:])
+        if not torch.is_tensor(concentration):
+            concentration = torch.full((), float(concentration), device=loc.device)
         dtype = torch.promote_types(loc.dtype, concentration.dtype)
         if not dtype.is_floating_point or dtype in _LOW_PRECISION:
             dtype = torch.promote_types(dtype, torch.float32)
         loc, concentration = loc.to(dtype), concentration.to(dtype)
         batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
-        self.loc = loc.expand(batch_shape + loc.shape[-1:])
+        self.loc = loc.expand(batch_shape + event_shape)
         self.concentration = concentration.expand(batch_shape)
-        super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
+        super().__init__(batch_shape, event_shape, validate_args=validate_args)
         if self._validate_args:
             self._validate_parameters()
 
