@@ -12,7 +12,7 @@ import torch
 from _common import prepare_out, save_figure, write_bytes, write_json, write_text  # noqa: F401
 
 import pyro_contrast as pc
-from pyro_contrast import metrics as _metrics
+from pyro_contrast.studies import metrics as _metrics
 
 SIMILARITIES = ("cosine", "dot", "neg_sq_l2")
 
