@@ -13,9 +13,10 @@ With :math:`L_d` the log normalizer (:func:`~pyro_contrast.ops.log_hyp0f1_sphere
     \mathrm{KL}(\mathrm{Uniform} \,\|\, \mathrm{vMF}(\mu, \kappa)) = L_d(\kappa).
 
 :math:`\kappa A_d(\kappa) - L_d(\kappa)` is evaluated as
-:math:`\kappa (A_d - 1) - [L_d(\kappa) - \kappa]`, which keeps float32 precision at large
-:math:`\kappa`. The index distributions are :class:`~pyro.distributions.Categorical`
-subclasses and use torch's categorical KL.
+:math:`\kappa (A_d - 1) - [L_d(\kappa) - \kappa]` in float64 (terms of size
+:math:`\kappa` cancel to a KL of order one) and returned in the distributions' dtype.
+The index distributions are :class:`~pyro.distributions.Categorical` subclasses and use
+torch's categorical KL.
 """
 
 import torch
@@ -38,23 +39,25 @@ def _check_dims(p, q):
 def _kl_vmf_vmf(p, q):
     _check_dims(p, q)
     dim = p.event_shape[0]
-    k1, k2 = p.concentration, q.concentration
+    dtype = torch.promote_types(p.loc.dtype, q.loc.dtype)
+    k1, k2 = p.concentration.double(), q.concentration.double()
     ratio = bessel_ratio(dim, k1)
-    cosine = (p.loc * q.loc).sum(-1)
+    cosine = (p.loc.double() * q.loc.double()).sum(-1)
     # k1 A1 - L(k1) + L(k2) - k2 A1 cos, with L(k) = [L(k) - k] + k written scaled
     scaled_1 = log_hyp0f1_sphere(dim, k1, scaled=True)
     scaled_2 = log_hyp0f1_sphere(dim, k2, scaled=True)
     kl = k1 * (ratio - 1) - scaled_1 + scaled_2 + k2 * (1 - ratio * cosine)
-    return kl.clamp(min=0)
+    return kl.clamp(min=0).to(dtype)
 
 
 @register_kl(VonMisesFisher, UniformSphere)
 def _kl_vmf_uniform(p, q):
     _check_dims(p, q)
     dim = p.event_shape[0]
-    kappa = p.concentration
+    kappa = p.concentration.double()
     kl = kappa * (bessel_ratio(dim, kappa) - 1) - log_hyp0f1_sphere(dim, kappa, scaled=True)
-    return kl.clamp(min=0).expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
+    kl = kl.clamp(min=0).to(p.concentration.dtype)
+    return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
 
 
 @register_kl(UniformSphere, VonMisesFisher)
