@@ -68,10 +68,10 @@ class TiltedGaussian(MultivariateNormal):
             loc, covariance_matrix, precision_matrix, scale_tril, validate_args=validate_args
         )
         try:
-            fits = torch.broadcast_shapes(log_normalizer.shape, self.batch_shape)
+            fits = static_shape(torch.broadcast_shapes(log_normalizer.shape, self.batch_shape))
         except RuntimeError:
             fits = None
-        if fits != self.batch_shape:
+        if fits != static_shape(self.batch_shape):
             raise ValueError(
                 f"log_normalizer of shape {tuple(log_normalizer.shape)} does not broadcast to "
                 f"the batch shape {tuple(self.batch_shape)}"
