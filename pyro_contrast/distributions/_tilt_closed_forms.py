@@ -81,7 +81,9 @@ def _sphere(critic, u, base, similarity, validate_args):
     positive = (kappa > 0).unsqueeze(-1)
     loc = torch.where(positive, theta / torch.where(positive, kappa.unsqueeze(-1), 1.0), e1)
     conditional = VonMisesFisher(loc, kappa, validate_args=validate_args)
-    return conditional, log_hyp0f1_sphere(dim, kappa) - log_prior
+    # log Z = L_d(k) - L_d(k0); the conditional reuses [L_d(k) - k] for its log_prob
+    conditional.scaled_log_normalizer = log_hyp0f1_sphere(dim, kappa, scaled=True)
+    return conditional, conditional.scaled_log_normalizer + kappa - log_prior
 
 
 def _gaussian(critic, u, base, similarity, validate_args):

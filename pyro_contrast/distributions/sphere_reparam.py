@@ -7,6 +7,7 @@ import torch
 from pyro.distributions import Delta, TorchDistribution, constraints
 from pyro.infer.reparam.reparam import Reparam
 
+from pyro_contrast.distributions.tilted_conditional import TiltedConditional
 from pyro_contrast.distributions.uniform_sphere import UniformSphere
 from pyro_contrast.distributions.vmf import VonMisesFisher
 
@@ -15,7 +16,9 @@ _SPHERE_DISTRIBUTIONS = (UniformSphere, VonMisesFisher)
 
 class SphereReparam(Reparam):
     r"""Reparameterize a :class:`~pyro_contrast.distributions.VonMisesFisher` or
-    :class:`~pyro_contrast.distributions.UniformSphere` latent through :math:`\mathbb R^d`.
+    :class:`~pyro_contrast.distributions.UniformSphere` latent through :math:`\mathbb R^d`
+    (also a :class:`~pyro_contrast.distributions.TiltedConditional` whose closed form is
+    von Mises–Fisher).
 
     Samplers and autoguides work in unconstrained Euclidean space, where the sphere has no
     interior. This strategy samples instead an auxiliary :math:`u \in \mathbb R^d` (site
@@ -52,10 +55,12 @@ class SphereReparam(Reparam):
         if msg["is_observed"]:
             return {"fn": fn, "value": value, "is_observed": True}
         fn, event_dim = self._unwrap(fn)
+        if isinstance(fn, TiltedConditional) and isinstance(fn.closed_form, VonMisesFisher):
+            fn = fn.closed_form
         if not isinstance(fn, _SPHERE_DISTRIBUTIONS):
             raise TypeError(
-                f"SphereReparam expects VonMisesFisher or UniformSphere at site "
-                f"{name!r}, got {type(fn).__name__}"
+                f"SphereReparam expects VonMisesFisher, UniformSphere or a TiltedConditional "
+                f"on the sphere at site {name!r}, got {type(fn).__name__}"
             )
         # A given value (initialization, conditioning) lifts to radius one.
         lifted = pyro.sample(

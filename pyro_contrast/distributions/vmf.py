@@ -5,6 +5,7 @@ import math
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.util import broadcast_shape
+from torch.distributions.utils import lazy_property
 
 from pyro_contrast.distributions._jit import ignore_jit_warnings, static_shape
 from pyro_contrast.distributions._vmf_implicit import SampleCosine
@@ -109,6 +110,8 @@ class VonMisesFisher(TorchDistribution):
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape + self.event_shape)
         new.concentration = self.concentration.expand(batch_shape)
+        if "scaled_log_normalizer" in self.__dict__:
+            new.scaled_log_normalizer = self.scaled_log_normalizer.expand(batch_shape)
         super(VonMisesFisher, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -120,10 +123,14 @@ class VonMisesFisher(TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        kappa = self.concentration
         cosine_gap = (value * self.loc).sum(-1) - 1
-        log_normalizer = log_hyp0f1_sphere(self.dim, kappa, scaled=True)
-        return kappa * cosine_gap - log_normalizer - _log_sphere_area(self.dim)
+        log_normalizer = self.scaled_log_normalizer
+        return self.concentration * cosine_gap - log_normalizer - _log_sphere_area(self.dim)
+
+    @lazy_property
+    def scaled_log_normalizer(self):
+        r""":math:`L_d(\kappa) - \kappa`, computed once per instance (batch shape)."""
+        return log_hyp0f1_sphere(self.dim, self.concentration, scaled=True)
 
     def _sample_cosine(self, kappa):
         """Wood's rejection sampler for ``W = mu . x``, vectorized over the flat ``kappa``."""

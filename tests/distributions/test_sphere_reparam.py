@@ -120,7 +120,7 @@ def test_given_value_and_observed_sites():
         poutine.condition(model, {"z": value}), config={"z": SphereReparam()}
     )
     assert "z_lifted" not in poutine.trace(conditioned).get_trace().nodes
-    with pytest.raises(TypeError, match="VonMisesFisher or UniformSphere"):
+    with pytest.raises(TypeError, match="VonMisesFisher, UniformSphere"):
         bad = poutine.reparam(
             lambda: pyro.sample("z", dist.Normal(0.0, 1.0)), config={"z": SphereReparam()}
         )
