@@ -330,3 +330,20 @@ def test_svi_on_a_latent_upstream_of_x():
     for _ in range(300):
         svi.step()
     assert abs(guide.median()["x"].item() - 1.2) < 1e-3
+
+
+def test_mode_of_every_base():
+    x = torch.randn(4, 3, dtype=torch.float64)
+    sphere = TiltedConditional(_COSINE, x, UniformSphere(3, dtype=torch.float64))
+    assert torch.equal(sphere.mode, sphere.closed_form.loc)
+    gaussian = TiltedConditional(
+        _L2, x, dist.MultivariateNormal(torch.zeros(3, dtype=torch.float64), torch.eye(3).double())
+    )
+    assert_close(gaussian.mode, gaussian.closed_form.loc)
+    items = torch.randn(9, 3, dtype=torch.float64)
+    bank = TiltedConditional(_COSINE, x, items)
+    assert torch.equal(bank.mode, items[bank.logits.argmax(-1)])
+    with pytest.raises(NotImplementedError):
+        bank.entropy()
+    with pytest.raises(NotImplementedError):
+        bank.rsample()
