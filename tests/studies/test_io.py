@@ -1,8 +1,13 @@
+import io
 import os
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from pyro_contrast._files import atomic_write
@@ -110,7 +115,7 @@ def test_errors(tmp_path, name, content, kwargs, error, match):
 def test_pickled_objects_are_refused(tmp_path):
     path = str(tmp_path / "o.npy")
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="could not read .npy"):
+    with pytest.raises(ValueError, match="Python objects"):
         load_embeddings(path)
     path = str(tmp_path / "o.pt")
     torch.save({"x": torch.zeros(2, 2), "f": os.getcwd}, path)  # weights_only refuses code
@@ -137,3 +142,116 @@ def test_atomic_write(tmp_path):
     assert os.listdir(tmp_path) == ["out.bin"]  # no temporary files left
     with pytest.raises(FileNotFoundError, match="does not exist"):
         atomic_write(tmp_path / "no" / "x.bin", lambda handle: None)
+
+
+@pytest.mark.parametrize(
+    "dtype", ["float8_e4m3fn", "float8_e5m2", "float16", "bfloat16"], ids=lambda d: d
+)
+def test_low_precision_safetensors_read_as_float32(tmp_path, dtype):
+    dtype = getattr(torch, dtype, None)
+    if dtype is None:
+        pytest.skip("this torch has no such dtype")
+    value = torch.linspace(-2, 2, 12).reshape(4, 3).to(dtype)
+    path = str(tmp_path / "low.safetensors")
+    save_file({"ab": value}, path)
+    loaded = load_embeddings(path, dim=3)
+    assert loaded.dtype == torch.float32
+    assert_close(loaded, value.float(), atol=0)
+
+
+def test_npz_bomb_refused_before_reading(tmp_path):
+    path = str(tmp_path / "bomb.npz")
+    np.savez_compressed(path, ab=np.zeros((5_000, 1_000), dtype=np.float64))  # 40 MB -> 40 kB
+    assert os.path.getsize(path) < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="inflate to more than 10000000 bytes"):
+            read_embedding_file(path, max_bytes=10_000_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+    assert read_embedding_file(path, max_bytes=40_000_128).arrays["ab"].shape == (5_000, 1_000)
+    with pytest.raises(TypeError, match="max_bytes"):
+        read_embedding_file(path, max_bytes=-1)
+
+
+def test_npy_declaring_more_than_it_holds(tmp_path):
+    """A 100-byte .npy declaring (40000, 40000) float64 would make numpy allocate 12.8 GB."""
+    path = tmp_path / "liar.npy"
+    path.write_bytes(_header_only((40_000, 40_000)))
+    assert path.stat().st_size < 200
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"declares a float64 array of shape \(40000, 40000\)"):
+            load_embeddings(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+
+
+def _header_only(shape):
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": "<f8", "fortran_order": False, "shape": shape}
+    )
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("keep", [10, 100, 300, -3])
+def test_truncated_npz(tmp_path, keep):
+    path = tmp_path / "t.npz"
+    np.savez(path, ab=np.ones((20, 4)), bc=np.ones((20, 4)))
+    data = path.read_bytes()
+    path.write_bytes(data[:keep] if keep > 0 else data[:keep])
+    with pytest.raises(ValueError, match="t.npz"):
+        read_embedding_file(str(path))
+
+
+def test_npz_member_that_is_not_an_array(tmp_path):
+    path = tmp_path / "odd.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(ValueError, match="'notes.txt' is not an array"):
+        read_embedding_file(str(path))
+
+
+def _valid_file(folder, extension):
+    rng = np.random.default_rng(0)
+    arrays = {"ab": rng.normal(size=(6, 3)).astype(np.float32), "positives": np.arange(6)}
+    path = str(folder / f"valid{extension}")
+    if extension == ".npz-compressed":
+        path = str(folder / "valid.npz")
+        np.savez_compressed(path, **arrays, temperature=0.5)
+    else:
+        _write(path, arrays if extension != ".npy" else {"ab": arrays["ab"]}, {"temperature": 0.5})
+    with open(path, "rb") as handle:
+        return os.path.splitext(path)[1], handle.read()
+
+
+@given(
+    extension=st.sampled_from([".npy", ".npz", ".npz-compressed", ".safetensors", ".pt"]),
+    keep=st.floats(0, 1),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=3),
+)
+def test_fuzzed_embedding_files_read_finite_or_raise(tmp_path_factory, extension, keep, flips):
+    folder = tmp_path_factory.mktemp("fuzz")
+    suffix, data = _valid_file(folder, extension)
+    data = bytearray(data[: max(0, round(keep * len(data)))] if keep < 0.95 else data)
+    if suffix != ".pt":  # a flipped storage size in a torch pickle is torch's own business
+        for where, value in flips:
+            if data:
+                data[min(int(where * len(data)), len(data) - 1)] = value
+    path = folder / f"fuzzed{suffix}"
+    path.write_bytes(bytes(data))
+    try:
+        content = read_embedding_file(str(path))
+        for key in content.arrays:
+            try:
+                value = content.embeddings(key)
+            except (ValueError, TypeError):
+                continue
+            assert value.dtype in (torch.float32, torch.float64) and torch.isfinite(value).all()
+    except (ValueError, TypeError):
+        pass
