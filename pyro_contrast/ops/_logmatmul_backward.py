@@ -136,10 +136,8 @@ def backward(x, y, out, grad, chunk):
         exponent = torch.where(fast, (a + b - 2 * head) - out.to(compute), floor).clamp(min=floor)
         ex, ey = _factors(xc, yc, a, b, head_x, head_y, compute, record)
         h = torch.where(fast, weighted * exponent.exp(), torch.zeros_like(weighted))
-        if not record and not cells[-1].numel() and compute == x.dtype:
-            # Write straight into the gradients: no temporaries of the chunk's size.
-            torch.mul(ex, torch.matmul(h, ey.transpose(-1, -2)), out=dx_full[..., lo:hi])
-            torch.mul(ey, torch.matmul(ex.transpose(-1, -2), h), out=dy_full[..., lo:hi, :])
+        if not record and not cells[-1].numel():
+            _write_chunk(ex, ey, h, dx_full[..., lo:hi], dy_full[..., lo:hi, :])
             continue
         dx = ex * torch.matmul(h, ey.transpose(-1, -2))
         dy = ey * torch.matmul(ex.transpose(-1, -2), h)
@@ -156,6 +154,25 @@ def backward(x, y, out, grad, chunk):
     if not record:
         return dx_full, dy_full
     return torch.cat(dx_parts, -1), torch.cat(dy_parts, -2)
+
+
+def _write_chunk(ex, ey, h, dx, dy):
+    """``dx = ex * (h @ ey^T)``, ``dy = ey * (ex^T @ h)`` written into the gradients' chunk.
+
+    The products go to reused scratch buffers (fresh multi-megabyte tensors page-fault on
+    every chunk); a float64 tier multiplies in place into its factors and rounds once, on
+    the copy into the (float32) gradients.
+    """
+    into_x = scratch("gx", h.shape[:-1] + (ey.shape[-2],), h)
+    into_y = scratch("gy", h.shape[:-2] + (ex.shape[-1], h.shape[-1]), h)
+    torch.matmul(h, ey.transpose(-1, -2), out=into_x)
+    torch.matmul(ex.transpose(-1, -2), h, out=into_y)
+    if ex.dtype == dx.dtype:
+        torch.mul(ex, into_x, out=dx)
+        torch.mul(ey, into_y, out=dy)
+    else:
+        dx.copy_(into_x.mul_(ex))
+        dy.copy_(into_y.mul_(ey))
 
 
 def _factors(xc, yc, a, b, head_x, head_y, compute, record):
