@@ -77,7 +77,7 @@ def main(args):
     if min(args.bank_sizes) < 1 or args.leak_bank_size < args.num_queries:
         raise ValueError("--bank-sizes must be positive and --leak-bank-size >= --num-queries")
     out = common.prepare_out(args.out, args.force)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     pooled, timings = {}, []
     with common.num_threads(args.num_threads):
         for s in range(args.num_seeds):
@@ -90,6 +90,7 @@ def main(args):
         "claims": claims,
         "timings": timings,
         "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - started_cpu,
     }
     text = _table(rows, args) + "\n\n" + _claims_text(claims)
     text += f"\n\ntotal {result['seconds']:.0f} s"
