@@ -231,9 +231,11 @@ def _claims(rows, args):
                 paper_source="authors' repository RESULTS.md (corrected Fig. 2), 10 seeds",
             )
         )
-    # 2. Separate B encoders: direct at chance, bank estimators still work.
+    # 2. Separate B encoders: direct at chance, bank estimators still work. The paper's
+    # numbers exist per critic (cosine, dot, -1/2||.||^2), so each is held to its own; the
+    # headline numbers are those of -1/2||.||^2 (the paper's L2 column), neg_l2 is extra.
     if "separate" in args.kinds:
-        s = "neg_l2" if "neg_l2" in sims else sims[0]
+        s = "neg_sq_l2" if "neg_sq_l2" in sims else "neg_l2" if "neg_l2" in sims else sims[0]
         ours = {
             "direct": _get(rows, s, "separate", "direct"),
             "exact": _get(rows, s, "separate", "exact", big),
@@ -247,32 +249,42 @@ def _claims(rows, args):
             if other != s:
                 ours[f"direct_{other}"] = _get(rows, other, "separate", "direct")
                 ours[f"lse_{other}"] = _get(rows, other, "separate", "lse", big)
+                ours[f"exact_{other}"] = _get(rows, other, "separate", "exact", big)
         at_chance = all(_get(rows, x, "separate", "direct") <= chance + 0.03 for x in sims)
-        bank = min(ours["lse"], ours["exact"])
+        # Held to the paper's M = 100k numbers when the run has that bank, else only to
+        # "far above chance".
+        matched = [x for x in sims if x in PAPER["separate_mc_100k"]]
+        close = big >= 100000 and all(
+            min(_get(rows, x, "separate", "lse", big), _get(rows, x, "separate", "exact", big))
+            >= PAPER["separate_mc_100k"][x] - 0.05
+            for x in matched
+        )
+        lowest = min(
+            min(_get(rows, x, "separate", "lse", big), _get(rows, x, "separate", "exact", big))
+            for x in sims
+        )
         verdict = (
             "reproduced"
-            if at_chance and bank >= 0.88 - 0.05
+            if at_chance and close and matched
             else "partly"
-            if at_chance and bank >= 0.3
+            if at_chance and lowest >= 0.3
             else "not reproduced"
         )
+        paper = {"direct": PAPER["separate_direct"]["neg_sq_l2"], "chance": 0.03}
+        paper.update({f"lse_5k_{x}": v for x, v in PAPER["separate_mc_5k"].items()})
+        paper.update({f"lse_100k_{x}": v for x, v in PAPER["separate_mc_100k"].items()})
+        paper["true_pmi_lse_100k"] = 0.955
         claims.append(
             common.claim(
                 "che-separate-direct-chance",
                 "With two separately trained B encoders, direct comparison is at chance while "
                 "the bank estimators (LogSumExp, exact) still retrieve",
-                {
-                    "direct": 0.04,
-                    "lse_5k": 0.70,
-                    "lse_100k": 0.88,
-                    "chance": 0.03,
-                    "true_pmi_lse_100k": 0.955,
-                },
+                paper,
                 common.rounded(ours),
                 verdict,
                 critic=s,
                 bank_size=big,
-                paper_source="authors' RESULTS.md (corrected Fig. 3), L2 critic column",
+                paper_source="authors' RESULTS.md (corrected Fig. 3), per critic",
             )
         )
     # 3. Dot critic: direct fails even with a shared encoder, the bank estimators recover.
