@@ -33,7 +33,7 @@ import _che_common as common  # noqa: E402
 
 FULL = dict(
     common.DIDACTIC_FULL,
-    similarity="neg_l2",
+    similarity="neg_sq_l2",
     rhos=[0.0, 0.25, 0.5, 0.75, 1.0],
     corr_noises=[4.0, 16.0],
     corr_noise_shapes=["vector", "scalar"],
@@ -42,7 +42,7 @@ FULL = dict(
 )
 QUICK = dict(
     common.DIDACTIC_QUICK,
-    similarity="neg_l2",
+    similarity="neg_sq_l2",
     rhos=[0.0, 1.0],
     corr_noises=[16.0],
     corr_noise_shapes=["vector"],
