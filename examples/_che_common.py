@@ -9,7 +9,9 @@ K = 32 held-out triplets. What we changed, and why, is said on the docs page.
 
 import argparse
 import contextlib
+import json
 import math
+import os
 import time
 
 import numpy as np
@@ -56,6 +58,11 @@ def new_parser(description):
     parser.add_argument("--quick", action="store_true", help="small settings (about a minute)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--num-threads", type=int, default=1, help="torch threads (0: keep)")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="only recompute claims.json from the results.json already in --out (no training)",
+    )
     return parser
 
 
@@ -103,6 +110,22 @@ def check_positive(args, names):
         value = getattr(args, name)
         if value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def rescore(out, claims_fn):
+    """Recompute ``claims.json`` from a finished run's ``results.json`` with ``claims_fn(rows,
+    settings)``: the verdict rules can change without training again (the rows, i.e. every
+    measured number, stay as they were). ``results.json`` records that it was rescored."""
+    path = os.path.join(os.path.abspath(out), "results.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"--rescore needs a finished run: {path} not found")
+    with open(path, encoding="utf-8") as stream:
+        result = json.load(stream)
+    claims = claims_fn(result["rows"], argparse.Namespace(**result["settings"]))
+    result["claims"], result["rescored"] = claims, True
+    write_json(path, result)
+    write_claims(os.path.dirname(path), claims)
+    return result
 
 
 @contextlib.contextmanager

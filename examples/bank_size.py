@@ -55,6 +55,8 @@ def parse_args(argv=None):
 
 def main(args):
     """Train once per seed, sweep the bank size, write the results folder; returns it."""
+    if args.rescore:
+        return common.rescore(args.out, _claims)
     common.resolve(args, FULL, QUICK)
     if min(args.bank_sizes) < 1:
         raise ValueError(f"--bank-sizes must be positive integers, got {args.bank_sizes}")

@@ -73,6 +73,8 @@ def parse_args(argv=None):
 
 def main(args):
     """Train, score, write the results folder; returns the summary dict."""
+    if args.rescore:
+        return common.rescore(args.out, _claims)
     common.resolve(args, FULL, QUICK)
     if min(args.bank_sizes) < 1 or args.leak_bank_size < args.num_queries:
         raise ValueError("--bank-sizes must be positive and --leak-bank-size >= --num-queries")

@@ -83,6 +83,12 @@ def test_synthetic_claims_and_references(tmp_path):
     # path a -> b_own -> c: it cannot lose to an independent bank of the same size by much.
     leak = _recall(rows, kind="truth", method="true_pmi_lse_leak", bank_size=96)
     assert leak >= bayes - 0.1
+    # --rescore recomputes claims.json from the saved rows alone: the same claims again.
+    (tmp_path / "claims.json").unlink()
+    module = _load("che_eysenbach_synthetic")
+    rescored = module.main(module.parse_args(["--out", str(tmp_path), "--rescore"]))
+    assert rescored["rescored"] and rescored["rows"] == rows
+    assert _claims(tmp_path) == claims
 
 
 def test_bank_size_rows_and_claim(tmp_path):
