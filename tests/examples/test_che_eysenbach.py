@@ -212,3 +212,43 @@ def test_grid_world_exact_posterior_covers_consistent_cells(tmp_path):
     assert summary["near_peak_cells_per_instruction"]["direct"] == pytest.approx(1.0)
     assert summary["policies"]["exact"]["p_first_move_toward_consistent"] == pytest.approx(1.0)
     assert np.isfinite(summary["policies"]["direct"]["mean_steps"])
+
+
+def test_docs_tables_are_the_committed_full_runs(tmp_path):
+    # The page's CSV tables must be what the committed full-run JSON files render to, and the
+    # runs must cover every claim id of the contract.
+    import shutil
+
+    results = os.path.join(EXAMPLES, os.pardir, "docs", "papers", "results")
+    for name in os.listdir(results):
+        if name.startswith("che_") and name.endswith(".json"):
+            shutil.copy(os.path.join(results, name), tmp_path / name)
+    spec = importlib.util.spec_from_file_location(
+        "che_render", os.path.join(results, "che_render.py")
+    )
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    render.HERE = str(tmp_path)
+    render.main()
+    for name in os.listdir(tmp_path):
+        if name.endswith(".csv"):
+            with open(os.path.join(results, name), encoding="utf-8") as stream:
+                assert (tmp_path / name).read_text(encoding="utf-8") == stream.read(), name
+    ids = set()
+    for example in render.EXAMPLES:
+        ids |= set(_claims_file(tmp_path / f"che_{example}_claims.json"))
+    assert {
+        "che-shared-direct",
+        "che-separate-direct-chance",
+        "che-dot-direct-fails",
+        "che-bank-size",
+        "che-ci-violation",
+    } <= ids
+
+
+def _claims_file(path):
+    os.rename(path, path.parent / "claims.json")
+    try:
+        return _claims(path.parent)
+    finally:
+        os.rename(path.parent / "claims.json", path)
