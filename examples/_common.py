@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from pyro_contrast.io import atomic_write
+from pyro_contrast._files import atomic_write
 
 #: The verdicts a reproduced claim may carry in ``claims.json``.
 VERDICTS = ("reproduced", "partly", "not reproduced", "setting differs")

@@ -6,7 +6,7 @@ itself), so x's own principal components are the wrong subspace. Three experimen
 
 1. **GD = SVD.** Linear encoders ``u = G1 x``, ``v = G2 y`` trained by gradient descent on the
    linear contrastive loss ``-tr(G1 S G2ᵀ) + ρ/2 ||G1ᵀG2||²`` (and on symmetric InfoNCE at a
-   high temperature) against the closed form :func:`pyro_contrast.linear.contrastive_svd`:
+   high temperature) against the closed form :func:`pyro_contrast.training.linear.contrastive_svd`:
    loss gap and largest principal angle between the learned and the SVD subspaces.
 2. **Robustness to mismatched pairs.** A growing fraction of the pairs is shuffled; the
    error ``sin θ_max`` between the recovered x-subspace and the true ``col(A)``, for the
