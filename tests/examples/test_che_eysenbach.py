@@ -198,6 +198,8 @@ def test_grid_world_exact_posterior_covers_consistent_cells(tmp_path):
     # Pyro's enumeration of the goal cell and the collapsed bridge compute the same posterior.
     assert summary["pyro_enumeration_max_abs_error"] < 1e-6
     world = module._World(5, 0.9, 0.01)
+    # p(y) is uniform, so the exact score's normalizer over all labels is exact (no warning).
+    assert np.ptp(world.log_p_y) < 1e-12
     posterior = world.bridge.explain(world.states_repeated, world.labels_tiled).reshape(25, 10, 25)
     fits = world.fits.T  # (labels, cells)
     for s in range(25):
