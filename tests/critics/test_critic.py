@@ -250,7 +250,9 @@ def test_data_checks_follow_pyros_validation_switch(switch):
     try:
         for call in (critic.pairwise, critic, critic.pairwise_embeddings):
             assert torch.isnan(call(nan, torch.ones(1, 2))).all()  # garbage in, no check
-        assert torch.isinf(critic.pairwise(torch.full((1, 2), 1e20), torch.full((1, 2), 1e20))).all()
+        assert torch.isinf(
+            critic.pairwise(torch.full((1, 2), 1e20), torch.full((1, 2), 1e20))
+        ).all()
     finally:
         pyro.enable_validation(True)
     with pytest.raises(ValueError, match="contains NaN"):
@@ -264,8 +266,9 @@ def test_compiles_to_one_graph_with_validation_off(similarity):
     u, v = torch.randn(4, 8), torch.randn(6, 8)
     torch._dynamo.reset()
     with pyro.validation_enabled(False):
-        compiled = torch.compile(critic.pairwise_embeddings, fullgraph=True, backend="eager")
-        assert_close(compiled(u, v), critic.pairwise_embeddings(u, v))
+        for method in (critic.pairwise, critic.pairwise_embeddings):
+            compiled = torch.compile(method, fullgraph=True, backend="eager")
+            assert_close(compiled(u, v), method(u, v))
 
 
 def test_nuts_records_divergences_instead_of_raising():

@@ -273,12 +273,17 @@ def test_compressed_scores_bomb_refused_before_reading(tmp_path):
 
 
 def _save_in_child(study, folder, barrier, results, tag):
+    write = Study._write
+
+    def write_then_wait(self, *args):
+        write(self, *args)
+        barrier.wait(timeout=30)  # both have passed the entry check and staged their files
+
+    Study._write = write_then_wait
     try:
         study.save(folder)
-        barrier.wait(timeout=30)
         results.put((tag, "won"))
     except FolderExistsError as error:
-        barrier.wait(timeout=30)
         results.put((tag, str(error)))
 
 
@@ -349,3 +354,20 @@ def test_replacement_killed_at_random_times_is_old_or_new(tmp_path):
         outcomes.append((process.exitcode, which))
     print(f"one save took {duration * 1e3:.1f} ms; (exit code, study) per trial: {outcomes}")
     assert any(code == -signal.SIGKILL for code, _ in outcomes)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_files_follow_the_umask(tmp_path, mask):
+    """Study folders were 0700 and their files 0600 whatever the umask."""
+    study = _study()
+    previous = os.umask(mask)
+    try:
+        study.save(tmp_path / "new", result=study.compare(num_bootstrap=0))
+        (tmp_path / "old").mkdir(mode=0o777)
+        study.save(tmp_path / "old", overwrite=True)
+    finally:
+        os.umask(previous)
+    for folder in (tmp_path / "new", tmp_path / "old"):
+        assert os.stat(folder).st_mode & 0o777 == 0o777 & ~mask
+        for path in folder.iterdir():
+            assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask, path.name
