@@ -10,6 +10,8 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pyro_contrast._files import FolderExistsError
 from pyro_contrast.studies.compare import compare
@@ -371,3 +373,49 @@ def test_files_follow_the_umask(tmp_path, mask):
         assert os.stat(folder).st_mode & 0o777 == 0o777 & ~mask
         for path in folder.iterdir():
             assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask, path.name
+
+
+_JSON_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 3),
+        st.floats(allow_nan=False),
+        st.sampled_from(["exact", "direct", "scores.npz", "pyro_contrast.Study"]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=2)
+    ),
+    max_leaves=5,
+)
+
+
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(["format", "version", "methods", "metadata", "files"]),
+        _JSON_VALUES,
+        max_size=2,
+    ),
+    version_1=st.booleans(),
+    keep=st.one_of(st.just(1.0), st.floats(0, 1)),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=2),
+)
+def test_fuzzed_study_folders_load_or_raise(tmp_path_factory, changes, version_1, keep, flips):
+    folder = tmp_path_factory.mktemp("fuzz") / "s"
+    Study({"exact": np.eye(3), "direct": np.ones((3, 3))}, positives=np.arange(3)).save(folder)
+    if version_1:
+        _as_version_1(folder)
+    path = folder / "study.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    scores = bytearray((folder / "scores.npz").read_bytes())
+    scores = scores[: round(keep * len(scores))]
+    for where, value in flips:
+        if scores:
+            scores[min(int(where * len(scores)), len(scores) - 1)] = value
+    (folder / "scores.npz").write_bytes(bytes(scores))
+    try:
+        study = Study.load(folder)
+    except (ValueError, TypeError):
+        return
+    for value in study.scores_by_method.values():
+        assert np.isfinite(value).all()
