@@ -51,6 +51,9 @@ _STAGE = _PREFIX + "stage-"
 _COMMIT = _PREFIX + "commit"
 _TRASH = _PREFIX + "trash"
 _MANIFEST = _PREFIX + "manifest.json"
+# Stages this process is writing: publishing into one of them (a staged study saved inside
+# a larger stage) needs no lock, and taking one would wait on our own liveness lock forever.
+_OWN_STAGES = set()
 
 
 class FolderExistsError(FileExistsError):
@@ -147,6 +150,8 @@ def staged_folder(out, *, force=False):
     stage_prefix = _STAGE if existed else f"{_STAGE}{os.path.basename(out)}."
     _clean_stages(home, stage_prefix)
     stage, lock = _make_stage(home, stage_prefix)
+    own = os.path.realpath(stage)
+    _OWN_STAGES.add(own)
     try:
         yield Path(stage)
         _sync_tree(stage)
@@ -155,6 +160,7 @@ def staged_folder(out, *, force=False):
         else:
             _publish_beside(stage, out, force)
     finally:
+        _OWN_STAGES.discard(own)
         if os.path.lexists(stage):
             shutil.rmtree(stage, ignore_errors=True)
         os.close(lock)
@@ -216,7 +222,8 @@ def _publish_beside(stage, out, force):
 def _publish_inside(stage, out, force):
     descriptor = os.open(out, os.O_RDONLY)
     try:
-        _lock(descriptor)
+        if os.path.realpath(out) not in _OWN_STAGES:
+            _lock(descriptor)
         _roll_forward(out)  # a writer killed after its commit: finish its work first
         if not force and folder_entries(out):
             raise _not_empty(out)

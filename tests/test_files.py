@@ -350,3 +350,22 @@ def test_sigkill_at_random_times_leaves_old_or_new(fast_path):
     )
     # interrupted runs happened, and each left the old or the new study (checked above)
     assert any(code == -signal.SIGKILL for code, _ in outcomes)
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_a_staged_folder_inside_a_stage(tmp_path, exists):
+    """A study saved into a larger stage (the demo's results folder) publishes with it."""
+    out = tmp_path / "study"
+    if exists:
+        with staged_folder(out) as stage:
+            _write(stage, "old")
+    with staged_folder(out, force=True) as stage:
+        with staged_folder(stage) as same:  # the (empty) stage itself
+            _write(same, "new")
+        with staged_folder(stage / "inner") as inner:  # a new folder inside the stage
+            _write(inner, "inner")
+    assert sorted(folder_entries(out)) == sorted(
+        ["file0.txt", "file1.txt", "file2.txt", "inner", "only-new.txt", "sub"]
+    )
+    assert (out / "inner" / "only-inner.txt").read_text() == "inner"
+    assert not any(name.startswith(".") for name in os.listdir(out))

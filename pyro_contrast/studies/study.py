@@ -237,14 +237,18 @@ def _check_digests(folder, raw, digests):
     for name in raw:
         if name != "study.json" and name not in digests:
             raise _MixedStudyError(
-                f"{folder} mixes two studies: {name} is not part of the study in study.json"
+                f"{folder}: cannot read the study: it mixes two studies "
+                f"({name} is not part of the study in study.json)"
             )
     for name, digest in digests.items():
         if name not in raw:
-            raise _MixedStudyError(f"{folder} is an incomplete study: {name} is missing")
+            raise _MixedStudyError(
+                f"{folder}: cannot read the study: an incomplete study ({name} is missing)"
+            )
         if _digest(raw[name]) != digest:
             raise _MixedStudyError(
-                f"{folder} mixes two studies or is corrupt: {name} does not match study.json"
+                f"{folder}: cannot read the study: {name} does not match study.json "
+                "(it mixes two studies, or the file is corrupt)"
             )
 
 
