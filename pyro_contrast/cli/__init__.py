@@ -1,4 +1,9 @@
-"""The ``pyro-contrast`` command line: ``demo`` plus the study commands."""
+"""The ``pyro-contrast`` command line: ``demo`` plus the study commands.
+
+The top layer: it may import every other layer; nothing in the package imports it. Each
+command lives in its own module with an ``add_parser(s)`` function and prints one clear line
+(exit code 2) on bad input.
+"""
 
 import argparse
 import sys

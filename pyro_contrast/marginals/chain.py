@@ -106,10 +106,17 @@ def encoded_partials(
     scores_left = left_scores(left, queries, bank_left, log_weights)
     scores_right = right.pairwise_embeddings(bank_right, candidates)
     if method == "exact":
+        num_candidates = candidates.shape[0]
+        if log_z is None and targets is None:
+            # Normalized over the candidates themselves: one fused pass, and since each row of
+            # p(c | b_m) then sums to one over k, the denominator log sum_m e^{F_nm} is the
+            # numerator's log-sum over k (minus log K) -- no second pass over F.
+            right_log_probs = scores_right.log_softmax(-1) + math.log(num_candidates)
+            numerator = logmatmul(scores_left, right_log_probs)
+            denominator = torch.logsumexp(numerator, -1) - math.log(num_candidates)
+            return numerator, denominator
         if log_z is not None:
             log_z = log_z.to(scores_right.dtype)
-        elif targets is None:
-            log_z = torch.logsumexp(scores_right, -1) - math.log(candidates.shape[0])
         else:
             log_z = log_normalizer(right, bank_right, targets)
         numerator = logmatmul(scores_left, scores_right - log_z.unsqueeze(-1))
