@@ -21,7 +21,8 @@ _MAX_BATCH_ELEMENTS = 2**24
 def gaussianity(z, *, combine="bonferroni", num_simulations=None, generator=None):
     r"""Test whether rows of ``z`` are draws from a multivariate normal (Mardia's tests).
 
-    The Gaussian bridge (:ref:`math-gaussian-bridge`) is the assumption under which the dot and squared-L2
+    The Gaussian bridge (:ref:`math-gaussian-bridge`) is the assumption under which the dot and
+    squared-L2
     shortcuts have a closed form. With :math:`S` the (biased) sample covariance and
     :math:`g_{ij} = (z_i - \bar z)^\top S^{-1} (z_j - \bar z)`:
 

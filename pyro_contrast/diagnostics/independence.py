@@ -27,7 +27,8 @@ def conditional_independence(a, c, b):
 
     with :math:`p, q, r` the dimensions of A, C, B. The test is exact-ish (Bartlett's
     correction) when :math:`(A, B, C)` is jointly Gaussian — as in the linear-Gaussian chain
-    (:ref:`math-linear-gaussian`), where a hidden confounder shared by A and C is precisely what it detects.
+    (:ref:`math-linear-gaussian`), where a hidden confounder shared by A and C is precisely what
+    it detects.
     Otherwise it tests only that the *linear* dependence of A and C is explained by B
     (conditional means linear in B, finite fourth moments); nonlinear dependence on B, or a
     nonlinear A–C link, can go unseen. Apply it to embeddings of moderate dimension:

@@ -7,7 +7,8 @@ from pyro_contrast.diagnostics.weights import EffectiveSampleSize
 
 # What a rejected test means for the shortcut, by test kind (the key's first word).
 _MEANINGS = {
-    "sphere_uniformity": "bank representations are not uniform on the sphere (see the mathematics page, §3)",
+    "sphere_uniformity": "bank representations are not uniform on the sphere (see the "
+    "mathematics page, §3)",
     "gaussianity": "bank representations are not Gaussian (see the mathematics page, §5)",
     "isotropy": "bank covariance is not a multiple of the identity (see the mathematics page, §5)",
     "normalizer_constancy": "the B-C normalizer log Z(b_m) varies over the bank, so "

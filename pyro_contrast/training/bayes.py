@@ -1,7 +1,8 @@
 r"""Bayesian critics in Pyro: SVI on the contrastive likelihood, NUTS over the temperature.
 
 A critic's scores define the categorical conditional of the observed partner among the
-candidates, :math:`p(m \mid x_n) = \mathrm{softmax}_m f(x_n, y_m)` (:ref:`math-tilting`), so the observed
+candidates, :math:`p(m \mid x_n) = \mathrm{softmax}_m f(x_n, y_m)` (:ref:`math-tilting`), so the
+observed
 pairs have a proper log-likelihood, and the critic's parameters can be learned or given a
 posterior with Pyro's inference algorithms.
 """

@@ -40,7 +40,8 @@ def contrastive_svd(
 
     With ``whiten=True`` the SVD is of :math:`\hat\Sigma_x^{-1/2} S \hat\Sigma_y^{-1/2}` and
     the factors are multiplied by :math:`\hat\Sigma^{-1/2}` (a CCA-like solution); the marginal
-    covariances pool paired and unpaired samples, which is how unpaired data help (:ref:`math-linear-cl`);
+    covariances pool paired and unpaired samples, which is how unpaired data help
+    (:ref:`math-linear-cl`);
     this minimizes :func:`pyro_contrast.training.losses.linear_contrastive_unpaired` when
     ``ridge=0``.
     ``ridge`` adds ``ridge * trace(Σ)/d`` to each covariance before inverting it. The
@@ -114,7 +115,8 @@ def optimal_bilinear_critic(x, y, *, ridge=0.0):
         W^* = \Sigma_{xx}^{-1}\Sigma_{xy}\Sigma_{yy}^{-1}.
 
     Its tilt :math:`p(y \mid x) = N(\bar y + \Sigma_{yy} W^{*\top}(x - \bar x), \Sigma_{yy})`
-    has the right mean :math:`E[y \mid x]` but never the conditional covariance (:ref:`math-tilted-gaussian`).
+    has the right mean :math:`E[y \mid x]` but never the conditional covariance
+    (:ref:`math-tilted-gaussian`).
 
     **References**
 

@@ -312,4 +312,4 @@ def test_conditional_of_nested_batches_is_a_categorical_over_candidates():
     assert conditional.batch_shape == (2, 3)
     expected = bridge.log_ratio(a.reshape(6, DIM), c).log_softmax(-1).reshape(2, 3, 4)
     assert_close(conditional.log_prob(torch.arange(4).view(4, 1, 1)).permute(1, 2, 0), expected)
-    assert isinstance(conditional, dist.TorchDistribution)
+    assert isinstance(conditional, dist.Categorical)
