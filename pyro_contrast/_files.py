@@ -21,9 +21,10 @@ The caller writes everything into a fresh *stage* folder; on success the stage b
   point. Then it *rolls forward*: every old entry is moved into a trash folder, every new entry
   is moved up into ``out``, and the commit folder is deleted.
 
-Readers go through :func:`folder_entries`: while a commit folder with its manifest exists, the
-folder's content is the manifest's entries, each taken from the commit folder if still there,
-else from ``out``, so a writer killed during the roll-forward still shows the whole new
+Readers go through :func:`folder_entries`, inside :func:`reading_folder` (a shared lock that
+holds publishers off while they read several files). While a commit folder with its manifest
+exists, the folder's content is the manifest's entries, each taken from the commit folder if
+still there, else from ``out``, so a writer killed during the roll-forward still shows the new
 content, and the next writer (under the lock) finishes its roll-forward. Entries whose names
 start with ``.pyro-contrast-`` are this protocol's own and are invisible to readers; stage
 leftovers of dead writers (a stage is ``flock``-ed by its live writer) are deleted by later
@@ -186,6 +187,29 @@ def folder_entries(out):
         staged = os.path.join(commit, name)
         entries[name] = staged if os.path.lexists(staged) else os.path.join(out, name)
     return entries
+
+
+@contextmanager
+def reading_folder(out):
+    """Hold off publishers of ``out`` while reading it (a shared ``flock``; best effort).
+
+    :func:`staged_folder` publishes under an exclusive lock of ``out``, so files read inside
+    this context all come from one version of the folder.
+    """
+    try:
+        descriptor = os.open(out, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_SH)
+            except OSError:
+                pass  # no flock here: readers fall back on checking what they read
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _not_empty(out):

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pyro_contrast._files import FolderExistsError, atomic_write, folder_entries, staged_folder
+from pyro_contrast._files import (
+    FolderExistsError,
+    atomic_write,
+    folder_entries,
+    reading_folder,
+    staged_folder,
+)
 
 _fork = multiprocessing.get_context("fork")
 
@@ -369,3 +375,26 @@ def test_a_staged_folder_inside_a_stage(tmp_path, exists):
     )
     assert (out / "inner" / "only-inner.txt").read_text() == "inner"
     assert not any(name.startswith(".") for name in os.listdir(out))
+
+
+def _replace_when_told(out, go):
+    with staged_folder(out, force=True) as stage:
+        _write(stage, "new")
+        go.wait(timeout=30)
+    os._exit(0)
+
+
+def test_publishers_wait_for_readers(tmp_path):
+    out = tmp_path / "study"
+    with staged_folder(out) as stage:
+        _write(stage, "old")
+    go = _fork.Event()
+    # started first: a forked child would share (and keep) the reader's lock
+    process = _fork.Process(target=_replace_when_told, args=(out, go))
+    process.start()
+    with reading_folder(out):
+        go.set()
+        time.sleep(0.3)
+        assert _content(out) == _expected("old")  # the publisher is waiting for us
+    process.join(timeout=30)
+    assert process.exitcode == 0 and _content(out) == _expected("new")

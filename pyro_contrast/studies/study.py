@@ -11,7 +11,7 @@ import zipfile
 
 import numpy as np
 
-from pyro_contrast._files import atomic_write, folder_entries, staged_folder
+from pyro_contrast._files import atomic_write, folder_entries, reading_folder, staged_folder
 from pyro_contrast.studies._arrays import check_positives, check_scores
 from pyro_contrast.studies.compare import compare
 from pyro_contrast.studies.io import MAX_INFLATED_BYTES, check_npz
@@ -146,7 +146,8 @@ class Study:
             raise FileNotFoundError(f"{folder}: no such study folder")
         for attempt in range(_LOAD_ATTEMPTS):
             try:
-                return cls._load_once(folder, max_bytes)
+                with reading_folder(folder):
+                    return cls._load_once(folder, max_bytes)
             except _MixedStudyError:
                 if attempt == _LOAD_ATTEMPTS - 1:
                     raise
