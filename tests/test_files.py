@@ -324,6 +324,7 @@ def test_kill_at_every_step_leaves_old_or_new(fast_path):
             break
         step += 1
     assert outcomes[0] is False and outcomes[-1] is True
+    print(f"killed at each of {step} file-system mutations; new from step {outcomes.index(True)}")
     assert step > 5  # the protocol really was interrupted in its publish steps
 
 
