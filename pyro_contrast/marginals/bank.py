@@ -7,7 +7,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyro_contrast._validation import as_float_tensor, check_finite, is_validation_enabled
+from pyro_contrast._validation import (
+    as_float_tensor,
+    check_finite,
+    ignore_jit_warnings,
+    is_validation_enabled,
+)
 
 DEFAULT_CHUNK_SIZE = 16384
 
@@ -47,6 +52,11 @@ class Bank(nn.Module):
 
     def __init__(self, items=None, *, views=None, log_weights=None):
         super().__init__()
+        # shape checks of a bank built inside a traced model are valid for the trace
+        with ignore_jit_warnings():
+            self._build(items, views, log_weights)
+
+    def _build(self, items, views, log_weights):
         if (items is None) == (views is None):
             raise ValueError("Bank needs exactly one of items or views=")
         if views is not None:
