@@ -29,14 +29,23 @@ class Critic(nn.Module):
     with encoders :math:`\phi, \psi`, a similarity :math:`s` and a temperature :math:`T`:
 
     - ``"dot"``: :math:`u \cdot v`;
-    - ``"cosine"``: :math:`u \cdot v / (\lVert u \rVert \lVert v \rVert)`;
+    - ``"cosine"``: :math:`u \cdot v / (\lVert u \rVert \lVert v \rVert)`, computed after
+      scaling each vector by its largest absolute entry, so it does not depend on the norm
+      even where :math:`\lVert u \rVert^2` would under- or overflow; the cosine with a zero
+      vector is defined as 0;
     - ``"neg_sq_l2"``: :math:`-\tfrac12 \lVert u - v \rVert^2`;
     - ``"neg_l2"``: :math:`-\lVert u - v \rVert` (the non-squared distance of Che &
       Eysenbach's L2 critic);
     - ``"bilinear"``: :math:`u^\top W v` with a learned ``weight`` :math:`W`.
 
     The temperature is stored as its logarithm (learnable when ``learn_temperature=True``),
-    so it stays positive under gradient descent.
+    so it stays positive under gradient descent; it and its reciprocal must be normal
+    numbers of the default dtype (for float32, :math:`1.2 \cdot 10^{-38} \le T \le 8.5
+    \cdot 10^{37}`). Scores are computed in float32 or better whatever the dtype of the
+    inputs or the critic (a float16 critic's ``Linear`` encoders run on float32 copies of
+    their weights). While validation is enabled (Pyro's default; see
+    ``pyro.enable_validation``) inputs must be finite and scores that overflow raise
+    ``ValueError``; with it off no value is checked.
 
     References:
 
@@ -78,7 +87,7 @@ class Critic(nn.Module):
         for name, enc in (("encoder_x", encoder_x), ("encoder_y", encoder_y)):
             if enc is not None and not callable(enc):
                 raise TypeError(f"{name} must be a torch.nn.Module or callable, got {type(enc)}")
-        temperature = _check_temperature(temperature)
+        temperature = _check_temperature(temperature, torch.get_default_dtype())
         self.similarity = similarity
         self.encoder_x = encoder_x if encoder_x is not None else nn.Identity()
         self.encoder_y = encoder_y if encoder_y is not None else nn.Identity()
@@ -144,7 +153,15 @@ class Critic(nn.Module):
         return _encode(self.encoder_y, y, "y")
 
     def score_embeddings(self, u, v):
-        """Scores of aligned embeddings ``u[..., :]`` and ``v[..., :]`` (broadcast)."""
+        """Scores of aligned embeddings ``u[..., :]`` and ``v[..., :]`` (broadcast).
+
+        :param Tensor u: ``(..., d_x)`` embeddings of the first modality.
+        :param Tensor v: ``(..., d_y)`` embeddings of the second modality.
+        """
+        u, v = _check_inputs(u, "u"), _check_inputs(v, "v")
+        return self._scores(u, v)
+
+    def _scores(self, u, v):
         u, v = self._check_embeddings(u, v)
         if self.similarity == "bilinear":
             sim = ((u @ self.weight.to(u.dtype)) * v).sum(-1)
@@ -156,15 +173,24 @@ class Critic(nn.Module):
             if self.similarity == "cosine":
                 u, v = _normalize(u), _normalize(v)
             sim = (u * v).sum(-1)
-        return self._finish(sim)
+        return _check_scores(self._finish(sim), self.similarity)
 
     def pairwise_embeddings(self, u, v, chunk_size=None):
-        """Scores of every pair: ``u`` (N, d) against ``v`` (M, d) gives (N, M)."""
+        """Scores of every pair: ``u`` (N, d) against ``v`` (M, d) gives (N, M).
+
+        :param Tensor u: ``(N, d_x)`` embeddings of the first modality.
+        :param Tensor v: ``(M, d_y)`` embeddings of the second modality.
+        :param int chunk_size: rows of ``u`` per block (bounds the memory of distances).
+        """
+        u, v = _check_inputs(u, "u"), _check_inputs(v, "v")
+        return self._pairwise(u, v, chunk_size)
+
+    def _pairwise(self, u, v, chunk_size):
         u, v = self._check_embeddings(u, v, pairwise=True)
         chunk = _check_chunk(chunk_size)
         # The temperature is folded into the (small) query side, so each block of scores is
         # one GEMM and at most one elementwise pass: banks make these matrices large.
-        inverse_t = self.temperature.to(u.dtype).reciprocal()
+        inverse_t = self._inverse_temperature(u.dtype)
         if self.similarity == "cosine":
             u, v = _normalize(u), _normalize(v)
         elif self.similarity == "bilinear":
@@ -194,26 +220,34 @@ class Critic(nn.Module):
             blocks.append(scores)
         if not blocks:
             return u.new_zeros(0, v.shape[0])
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, 0)
+        scores = blocks[0] if len(blocks) == 1 else torch.cat(blocks, 0)
+        return _check_scores(scores, self.similarity)
 
     def forward(self, x, y):
         """Scores :math:`f(x_i, y_i)` of aligned pairs, shape ``x.shape[:-1]``."""
-        return self.score_embeddings(self.encode_x(x), self.encode_y(y))
+        return self._scores(self.encode_x(x), self.encode_y(y))
 
     def pairwise(self, x, y, chunk_size=None):
         """Scores :math:`f(x_n, y_m)` of all pairs, shape (N, M)."""
-        return self.pairwise_embeddings(self.encode_x(x), self.encode_y(y), chunk_size)
+        return self._pairwise(self.encode_x(x), self.encode_y(y), chunk_size)
+
+    def _inverse_temperature(self, dtype):
+        # T is rounded in the critic's own dtype (a representable T such as 0.5 stays exact);
+        # the constructor keeps T and 1/T in range, and a learned T that drifts out of it
+        # makes non-finite scores, refused while validation is on
+        log_temperature = self.log_temperature
+        if log_temperature.dtype in (torch.float16, torch.bfloat16):
+            log_temperature = log_temperature.float()
+        return log_temperature.exp().to(dtype).reciprocal()
 
     def _finish(self, sim):
-        scores = sim / self.temperature.to(sim.dtype)
+        scores = sim * self._inverse_temperature(sim.dtype)
         if self.bias is not None:
             scores = scores + self.bias.to(sim.dtype)
         return scores
 
     def _check_embeddings(self, u, v, pairwise=False):
         for name, t in (("x embedding", u), ("y embedding", v)):
-            if not isinstance(t, torch.Tensor):
-                raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
             if t.dim() < 1 or (pairwise and t.dim() != 2):
                 want = "(N, d)" if pairwise else "(..., d)"
                 raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
@@ -233,15 +267,55 @@ class Critic(nn.Module):
         return u, v
 
 
+def _check_inputs(value, name):
+    """A real floating tensor (float32 or better), finite while validation is enabled."""
+    return check_finite(as_float_tensor(value, name), name)
+
+
+def _check_scores(scores, similarity):
+    return check_finite(
+        scores,
+        "scores",
+        hint=f": the inputs are too large for similarity={similarity!r} in {scores.dtype}; "
+        "rescale them or pass float64 inputs",
+    )
+
+
 def _encode(encoder, inputs, name):
-    inputs = as_float_tensor(inputs, name)
-    check_finite(inputs, name)
-    out = encoder(inputs)
+    inputs = _check_inputs(inputs, name)
+    dtype = _parameter_dtype(encoder)
+    if dtype is None or dtype == inputs.dtype:
+        out = encoder(inputs)
+    else:
+        # float32 or better, as promised: low-precision weights are upcast for the call
+        # (gradients still reach them); float64 weights upcast the inputs instead
+        dtype = torch.promote_types(torch.promote_types(dtype, inputs.dtype), torch.float32)
+        state = {
+            key: value.to(dtype) if value.is_floating_point() else value
+            for key, value in _named_tensors(encoder)
+        }
+        out = torch.func.functional_call(encoder, state, (inputs.to(dtype),))
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"encoder for {name} must return a tensor, got {type(out).__name__}")
-    if out.dtype in (torch.float16, torch.bfloat16):
+    if out.is_complex() or not out.is_floating_point():
+        raise TypeError(f"encoder for {name} must return real floats, got {out.dtype}")
+    if out.dtype not in (torch.float32, torch.float64):
         out = out.float()
-    return out
+    return check_finite(out, f"the encoding of {name}")
+
+
+def _parameter_dtype(encoder):
+    if not isinstance(encoder, nn.Module):
+        return None
+    for _, value in _named_tensors(encoder):
+        if value.is_floating_point():
+            return value.dtype
+    return None
+
+
+def _named_tensors(module):
+    yield from module.named_parameters()
+    yield from module.named_buffers()
 
 
 def _distance(squared):
@@ -251,20 +325,36 @@ def _distance(squared):
 
 
 def _normalize(u):
-    # eps guards the zero vector; its cosine with anything is then 0 instead of NaN.
-    return u / u.norm(dim=-1, keepdim=True).clamp(min=torch.finfo(u.dtype).tiny ** 0.5)
+    # Divide by the largest absolute entry first: the squared norm of 1e-20-sized (or
+    # 1e20-sized) float32 vectors under- (over-)flows. A zero vector stays zero, so its
+    # cosine with anything is 0. No branch on values: torch.where keeps it one graph.
+    scale = u.abs().amax(dim=-1, keepdim=True)
+    u = u / torch.where(scale > 0, scale, torch.ones_like(scale))
+    norm = u.norm(dim=-1, keepdim=True)
+    return u / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
-def _check_temperature(temperature):
+def _check_temperature(temperature, dtype):
     if isinstance(temperature, torch.Tensor):
         if temperature.numel() != 1:
             raise ValueError(f"temperature must be a scalar, got shape {tuple(temperature.shape)}")
+        if temperature.is_complex():
+            raise TypeError(f"temperature must be a positive number, got {temperature!r}")
         temperature = temperature.item()
     if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool):
         raise TypeError(f"temperature must be a positive number, got {temperature!r}")
+    temperature = float(temperature)
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be positive and finite, got {temperature!r}")
-    return float(temperature)
+    # T and 1/T both normal numbers of the dtype: scores are s * exp(-log T)
+    info = torch.finfo(dtype)
+    low, high = max(info.tiny, 1 / info.max), min(info.max, 1 / info.tiny)
+    if not low <= temperature <= high:
+        raise ValueError(
+            f"temperature={temperature!r} is outside [{low:.3g}, {high:.3g}], where it and its "
+            f"reciprocal are normal {str(dtype).removeprefix('torch.')} numbers"
+        )
+    return temperature
 
 
 def _check_chunk(chunk_size):

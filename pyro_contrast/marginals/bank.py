@@ -1,11 +1,12 @@
 r"""Banks of bridge-modality samples, in memory or streamed chunk by chunk."""
 
+import math
 import numbers
 
 import numpy as np
 import torch
 
-from pyro_contrast._validation import as_float_tensor, check_finite
+from pyro_contrast._validation import as_float_tensor, check_finite, is_validation_enabled
 
 DEFAULT_CHUNK_SIZE = 16384
 
@@ -24,7 +25,11 @@ class Bank:
     re-iterable of chunks (a list of arrays, or a function returning a fresh iterator).
 
     Optional ``log_weights`` (unnormalized) weight the items:
-    :math:`p(m \mid x) \propto w_m \exp f(x, b_m)`; the default is uniform.
+    :math:`p(m \mid x) \propto w_m \exp f(x, b_m)`; the default is uniform. They are
+    normalized in float64 (``bank.log_weights`` has ``logsumexp == 0``, in the dtype given),
+    so adding a constant to them changes nothing. They must not be NaN or :math:`+\infty`
+    nor all :math:`-\infty`, and must have one entry per item (for an iterable bank,
+    checked on the first full pass); the value checks follow Pyro's validation switch.
 
     :param items: raw items or embeddings shared by every adjacent critic.
     :param tuple views: one source per adjacent critic, each with the same ``M`` rows.
@@ -55,11 +60,7 @@ class Bank:
         self._sources = sources
         self.kind = sources[0].kind
         if log_weights is not None:
-            log_weights = as_float_tensor(log_weights, "log_weights")
-            if log_weights.dim() != 1:
-                raise ValueError(f"log_weights must be 1-D (M,), got {tuple(log_weights.shape)}")
-            if torch.isnan(log_weights).any() or (log_weights == float("inf")).any():
-                raise ValueError("log_weights contains NaN or +inf")
+            log_weights = _normalized(log_weights)
             if lengths and log_weights.shape[0] != next(iter(lengths)):
                 raise ValueError(
                     f"log_weights has {log_weights.shape[0]} entries, bank has "
@@ -115,6 +116,11 @@ class Bank:
                 start += parts[0].shape[0]
             if start == 0:
                 raise ValueError("bank is empty (its iterable yielded no chunks)")
+            if self.log_weights is not None and self.log_weights.shape[0] != start:
+                raise ValueError(
+                    f"log_weights has {self.log_weights.shape[0]} entries, but the bank's "
+                    f"iterable yielded {start} items"
+                )
             return
         length = len(self)
         for start in range(0, length, chunk_size):
@@ -126,7 +132,10 @@ class Bank:
         if self.log_weights is None:
             return None
         if stop > self.log_weights.shape[0]:
-            raise ValueError("log_weights has fewer entries than the bank has items")
+            raise ValueError(
+                f"log_weights has {self.log_weights.shape[0]} entries, fewer than the bank's "
+                f"items (at least {stop})"
+            )
         return self.log_weights[start:stop]
 
 
@@ -165,6 +174,23 @@ def _source(value, name):
             "a list of chunks or a function returning a fresh iterator"
         )
     raise TypeError(f"{name} must be a tensor, array, dask array or iterable of chunks")
+
+
+def _normalized(log_weights):
+    log_weights = as_float_tensor(log_weights, "log_weights")
+    if log_weights.dim() != 1:
+        raise ValueError(f"log_weights must be 1-D (M,), got {tuple(log_weights.shape)}")
+    if log_weights.shape[0] == 0:
+        raise ValueError("log_weights is empty")
+    # float64 first: a constant shift of -1e5 would otherwise cost ~1e-2 of precision
+    wide = log_weights.double()
+    total = torch.logsumexp(wide, 0)
+    if is_validation_enabled():
+        if torch.isnan(wide).any() or (wide == math.inf).any():
+            raise ValueError("log_weights contains NaN or +inf")
+        if total == -math.inf:
+            raise ValueError("log_weights are all -inf: every item has zero weight")
+    return (wide - total).to(log_weights.dtype)
 
 
 def _to_tensor(chunk, name):

@@ -5,9 +5,16 @@ Precomputed embeddings arrive as ``.npy`` (one array), ``.npz`` (named arrays), 
 read with ``torch.load(weights_only=True)`` so no code is executed). Zero-dimensional entries
 and numeric safetensors metadata are *scalars* (e.g. a model's ``temperature``); the rest are
 arrays.
+
+Sizes are checked before anything is allocated: every array's declared shape and dtype must
+match the bytes the file holds, and a compressed ``.npz`` member may inflate to at most
+``max_bytes`` (default :data:`MAX_INFLATED_BYTES`, 1 GiB), so a small archive cannot make the
+reader allocate gigabytes.
 """
 
+import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +23,8 @@ import torch
 from pyro_contrast._validation import as_float_tensor
 
 FORMATS = (".npy", ".npz", ".safetensors", ".pt", ".pth")
+#: The most bytes a compressed ``.npz`` may inflate to (uncompressed data is read as stored).
+MAX_INFLATED_BYTES = 2**30
 
 
 class _ContentError(ValueError):
@@ -102,8 +111,9 @@ def _split(path, entries, metadata=None):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             result.scalars[key] = float(value)
         elif isinstance(value, (np.ndarray, torch.Tensor)):
-            if value.dtype in (torch.bfloat16, torch.float16):
-                value = value.float()
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                if value.dtype not in (torch.float32, torch.float64):
+                    value = value.float()  # float16, bfloat16, float8: computed in float32
             if value.ndim == 0:
                 result.scalars[key] = float(value.item())
             else:
@@ -118,10 +128,14 @@ def _split(path, entries, metadata=None):
     return result
 
 
-def read_embedding_file(path):
+def read_embedding_file(path, *, max_bytes=MAX_INFLATED_BYTES):
     """Read every array and scalar of an embedding file.
 
+    Declared array sizes are checked against the file before any array is read (see the
+    module documentation).
+
     :param str path: a ``.npy``, ``.npz``, ``.safetensors`` or ``.pt``/``.pth`` file.
+    :param int max_bytes: the most bytes a compressed ``.npz`` may inflate to.
     :returns: :class:`EmbeddingFile`.
 
     >>> import os, tempfile
@@ -142,26 +156,92 @@ def read_embedding_file(path):
         raise FileNotFoundError(f"{path}: no such file")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a folder, not an embedding file")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise TypeError(f"max_bytes must be a non-negative int, got {max_bytes!r}")
     try:
-        return _READERS[extension](path)
+        return _READERS[extension](path, max_bytes)
     except _ContentError:
         raise
     except Exception as error:  # corrupt files raise library-specific errors
         raise ValueError(f"{path}: could not read {extension} file ({error})") from error
 
 
-def _read_npy(path):
+def _read_npy(path, max_bytes):
+    with open(path, "rb") as handle:
+        shape, dtype, offset = _npy_header(handle, path)
+    _check_declared(path, shape, dtype, offset, os.path.getsize(path))
     return _split(path, {"array": np.load(path, allow_pickle=False)})
 
 
-def _read_npz(path):
+def _read_npz(path, max_bytes):
+    if not zipfile.is_zipfile(path):
+        raise _ContentError(f"{path}: could not read .npz file (not a zip archive)")
+    check_npz(path, path, max_bytes=max_bytes)
     with np.load(path, allow_pickle=False) as archive:
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise _ContentError(f"{path}: holds a single array, not an .npz archive")
         return _split(path, {key: archive[key] for key in archive.files})
 
 
-def _read_safetensors(path):
+def check_npz(file, name, *, max_bytes=MAX_INFLATED_BYTES):
+    """Check an ``.npz`` archive's declared arrays against its data, reading headers only.
+
+    :param file: a path or a binary file object.
+    :param str name: how errors refer to the archive.
+    :param int max_bytes: the most bytes the compressed members may inflate to, together.
+    :returns: ``{key: (shape, dtype)}``.
+    :raises ValueError: a member that is not an array, declares more or less data than it
+        holds, holds Python objects, or inflates beyond ``max_bytes``.
+    """
+    declared, inflated = {}, 0
+    try:
+        archive = zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise _ContentError(f"{name}: not a readable .npz archive ({error})") from None
+    with archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise _ContentError(f"{name}: member {info.filename!r} is not an array")
+            key = info.filename[: -len(".npy")]
+            with archive.open(info) as member:
+                shape, dtype, offset = _npy_header(member, f"{name}[{key}]")
+            _check_declared(f"{name}[{key}]", shape, dtype, offset, info.file_size)
+            if info.compress_type != zipfile.ZIP_STORED:
+                inflated += info.file_size
+                if inflated > max_bytes:
+                    raise _ContentError(
+                        f"{name}: compressed arrays would inflate to more than {max_bytes} "
+                        f"bytes ({key!r} alone: {info.compress_size} -> {info.file_size}); "
+                        "pass a larger max_bytes if this is intended"
+                    )
+            declared[key] = (shape, dtype)
+    return declared
+
+
+def _npy_header(handle, name):
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (ValueError, EOFError, OSError) as error:
+        raise _ContentError(f"{name}: not a readable .npy array ({error})") from None
+    return shape, dtype, handle.tell()
+
+
+def _check_declared(name, shape, dtype, offset, size):
+    if dtype.hasobject:
+        raise _ContentError(f"{name}: holds Python objects, not numbers")
+    expected = offset + math.prod(shape) * dtype.itemsize
+    if expected != size:
+        raise _ContentError(
+            f"{name}: declares a {dtype} array of shape {shape} ({expected - offset} bytes) "
+            f"but holds {size - offset} bytes of data (truncated or corrupt)"
+        )
+
+
+def _read_safetensors(path, max_bytes):
     try:
         from safetensors import safe_open
     except ImportError as error:  # pragma: no cover - safetensors is a test dependency
@@ -173,7 +253,7 @@ def _read_safetensors(path):
     return _split(path, tensors, metadata)
 
 
-def _read_torch(path):
+def _read_torch(path, max_bytes):
     content = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(content, torch.Tensor):
         content = {"array": content}

@@ -1,6 +1,7 @@
 r"""Saving critics and training state safely: atomic writes, weights-only loading."""
 
 import json
+import math
 import os
 
 import torch
@@ -13,6 +14,9 @@ _FORMAT = "pyro_contrast.critic"
 _VERSION = 1
 STATE_FILE = "checkpoint.pt"
 CONFIG_FILE = "config.json"
+#: The most parameter values :func:`load_critic` builds from a file's spec. Every declared
+#: layer is also held to the weights the file actually holds before anything is allocated.
+MAX_PARAMETERS = 2**31
 
 # Layers rebuilt from a JSON spec: class -> (spec name, constructor attributes). Exact types
 # only, so a subclass with its own forward is never silently saved as its parent.
@@ -77,8 +81,10 @@ def load_critic(path, *, encoder_x=None, encoder_y=None, map_location="cpu"):
     r"""Load a critic saved by :func:`save_critic` (weights-only; nothing is unpickled).
 
     Encoders of known types are rebuilt from the spec; custom encoders must be passed in
-    (their weights are loaded into them, strictly). Anything else — a corrupted file, a
-    pickle of arbitrary objects, missing or unexpected weights — raises ``ValueError``.
+    (their weights are loaded into them, strictly). Anything else — an empty or corrupted
+    file, a pickle of arbitrary objects, missing or unexpected weights, a spec declaring more
+    parameters than the file holds or than :data:`MAX_PARAMETERS` — raises ``ValueError``
+    before the critic is allocated.
 
     :param str path: file written by :func:`save_critic`.
     :param torch.nn.Module encoder_x: module to load the x encoder weights into.
@@ -93,15 +99,32 @@ def load_critic(path, *, encoder_x=None, encoder_y=None, map_location="cpu"):
     Linear(in_features=3, out_features=2, bias=True)
     """
     payload = load_weights(path, map_location)
-    if not isinstance(payload, dict) or set(payload) != {"spec", "state_dict"}:
+    if (
+        not isinstance(payload, dict)
+        or set(payload) != {"spec", "state_dict"}
+        or not isinstance(payload["spec"], str)
+        or not isinstance(payload["state_dict"], dict)
+        or not all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values())
+    ):
         raise ValueError(f"{path!r} is not a pyro-contrast critic file (unexpected content)")
+    state = payload["state_dict"]
     try:
         spec = json.loads(payload["spec"])
-        if spec["format"] != _FORMAT or spec["version"] > _VERSION:
-            raise ValueError(f"format {spec['format']!r} version {spec['version']}")
+        if not isinstance(spec, dict):
+            raise ValueError("the spec is not a JSON object")
+        version = spec["version"]
+        if spec["format"] != _FORMAT or not isinstance(version, int) or version > _VERSION:
+            raise ValueError(f"format {spec['format']!r} version {version!r}")
         dtype = getattr(torch, spec["dtype"])
-        if not isinstance(dtype, torch.dtype):
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError(f"dtype {spec['dtype']!r}")
+        # the spec says what to allocate: hold it to the weights the file holds first
+        for name in ("encoder_x", "encoder_y"):
+            if (encoder_x if name == "encoder_x" else encoder_y) is None:
+                _check_declared(_num_parameters(spec[name], name), state, f"{name}.", name)
+        if spec["dim_x"] is not None or spec["dim_y"] is not None:
+            declared = _positive(spec["dim_x"], "dim_x") * _positive(spec["dim_y"], "dim_y")
+            _check_declared(declared, state, "weight", "the bilinear weight")
         enc_x = encoder_x if encoder_x is not None else _build(spec["encoder_x"], "encoder_x")
         if spec["tied"]:
             enc_y = enc_x if encoder_y is None else encoder_y
@@ -117,7 +140,7 @@ def load_critic(path, *, encoder_x=None, encoder_y=None, map_location="cpu"):
             dim_x=spec["dim_x"],
             dim_y=spec["dim_y"],
         ).to(dtype)
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as err:
+    except (KeyError, TypeError, AttributeError, RuntimeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path!r} has an invalid critic spec: {err!r}") from None
     except ValueError as err:
         raise ValueError(f"{path!r} has an invalid critic spec: {err}") from None
@@ -138,12 +161,15 @@ def load_weights(path, map_location="cpu"):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path!r}")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path!r} is empty (0 bytes): not a torch file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # unpickling, zip and storage errors all mean "not ours"
+        first_line = (str(err).strip().splitlines() or [""])[0][:200]
         raise ValueError(
             f"{path!r} is not a weights-only torch file (corrupted, or holds arbitrary "
-            f"pickled objects): {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            f"pickled objects): {type(err).__name__}: {first_line}"
         ) from None
 
 
@@ -195,6 +221,43 @@ def _encoder_spec(module):
             spec["bias"] = module.bias is not None
         return spec
     return {"type": "custom", "class": f"{type(module).__module__}.{type(module).__qualname__}"}
+
+
+def _positive(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _num_parameters(spec, name):
+    """How many parameter values building ``spec`` would allocate."""
+    kind = spec["type"]
+    if kind == "linear":
+        size_in = _positive(spec["in_features"], f"{name}.in_features")
+        size_out = _positive(spec["out_features"], f"{name}.out_features")
+        return size_out * size_in + (size_out if spec["bias"] else 0)
+    if kind == "sequential":
+        if not isinstance(spec["layers"], list):
+            raise ValueError(f"{name}.layers must be a list")
+        return sum(_num_parameters(s, f"{name}.{i}") for i, s in enumerate(spec["layers"]))
+    if kind == "layer_norm":
+        shape = spec["normalized_shape"]
+        shape = [shape] if isinstance(shape, int) else shape
+        if not isinstance(shape, list):
+            raise ValueError(f"{name}.normalized_shape must be a list of ints")
+        size = math.prod(_positive(n, f"{name}.normalized_shape") for n in shape)
+        return size * spec["elementwise_affine"] * (1 + spec.get("bias", True))
+    return 0
+
+
+def _check_declared(declared, state, prefix, name):
+    held = sum(v.numel() for k, v in state.items() if k.startswith(prefix))
+    if declared > MAX_PARAMETERS:
+        raise ValueError(
+            f"{name} declares {declared} parameters, over the limit of {MAX_PARAMETERS}"
+        )
+    if declared > held:
+        raise ValueError(f"{name} declares {declared} parameters but the file holds {held}")
 
 
 def _build(spec, name):

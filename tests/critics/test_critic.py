@@ -1,6 +1,7 @@
 import pickle
 
 import numpy as np
+import pyro
 import pytest
 import torch
 
@@ -124,3 +125,163 @@ def test_neg_l2_gradient_finite_at_zero_distance():
     u = torch.ones(2, 3, requires_grad=True)
     critic.pairwise(u, torch.ones(4, 3)).sum().backward()
     assert torch.isfinite(u.grad).all()
+
+
+@pytest.mark.parametrize("temperature", [1e-46, 1e-39, 1e38, 1e300])
+def test_temperature_outside_the_float_range_is_refused(temperature):
+    """1e-46 stored as 0 in float32 and made inf/NaN scores."""
+    with pytest.raises(ValueError, match=r"temperature=.* is outside \["):
+        pc.Critic.from_embeddings("dot", temperature=temperature)
+
+
+def test_tiny_temperature_in_float64_is_exact():
+    torch.set_default_dtype(torch.float64)
+    critic = pc.Critic.from_embeddings("dot", temperature=1e-46)
+    u, v = torch.randn(3, 4), torch.randn(5, 4)
+    scores = critic.pairwise(u, v)
+    assert torch.isfinite(scores).all()
+    assert_close(scores * 1e-46, u @ v.T, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    "dtype, scale",
+    [
+        (torch.float32, 1e-20),
+        (torch.float32, 1e-30),
+        (torch.float32, 1e20),
+        (torch.float32, 1e30),
+        (torch.float64, 1e-200),
+        (torch.float64, 1e200),
+    ],
+)
+def test_cosine_does_not_depend_on_the_norm(dtype, scale):
+    """Cosine of 1e-20-sized float32 vectors was off by 0.5."""
+    critic = pc.Critic.from_embeddings("cosine", temperature=0.1)
+    u, v = torch.randn(4, 6, dtype=dtype), torch.randn(5, 6, dtype=dtype)
+    expected = critic.pairwise(u, v)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert_close(critic.pairwise(u * scale, v), expected, atol=tol, rtol=tol)
+    assert_close(critic.pairwise(u * scale, v * scale), expected, atol=tol, rtol=tol)
+    assert_close(critic(u[:, None] * scale, v[None]), expected, atol=tol, rtol=tol)
+
+
+def test_cosine_with_a_zero_vector_is_zero():
+    critic = pc.Critic.from_embeddings("cosine", temperature=0.1, bias=True)
+    u = torch.zeros(2, 3, requires_grad=True)
+    v = torch.randn(4, 3)
+    scores = critic.pairwise(u, v)
+    assert (scores == critic.bias).all()
+    assert (critic(u, torch.zeros(2, 3)) == critic.bias).all()
+    scores.sum().backward()
+    assert torch.isfinite(u.grad).all()
+
+
+@pytest.mark.parametrize("similarity", ["dot", "neg_sq_l2", "neg_l2", "bilinear"])
+def test_huge_finite_inputs_raise_instead_of_nan(similarity):
+    """A dot critic at 1e20 overflowed float32 to inf/NaN without an error."""
+    critic = pc.Critic.from_embeddings(similarity, dim_x=3, dim_y=3)
+    u, v = 1e20 * torch.randn(2, 3), 1e20 * torch.randn(4, 3)
+    with pytest.raises(ValueError, match="too large for similarity"):
+        critic.pairwise(u, v)
+    with pytest.raises(ValueError, match="too large for similarity"):
+        critic(u[:, None], v[None])
+    scores = critic.pairwise(u.double(), v.double())  # float64 holds them
+    assert torch.isfinite(scores).all()
+
+
+BAD_EMBEDDINGS = [
+    (lambda: torch.tensor([[float("nan"), 1.0]]), ValueError, "contains NaN"),
+    (lambda: torch.tensor([[float("inf"), 1.0]]), ValueError, "contains inf"),
+    (lambda: torch.ones(1, 2, dtype=torch.complex64), TypeError, "real-valued"),
+    (lambda: torch.ones(1, 2, dtype=torch.bool), TypeError, "real-valued"),
+    (lambda: [[1.0, 2.0]], TypeError, "must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("method", ["pairwise_embeddings", "score_embeddings"])
+@pytest.mark.parametrize("bad, error, match", BAD_EMBEDDINGS)
+@pytest.mark.parametrize("side", ["u", "v"])
+def test_embedding_entry_points_validate(method, bad, error, match, side):
+    """pairwise_embeddings accepted NaN and complex numbers."""
+    critic = pc.Critic.from_embeddings("dot")
+    args = {"u": torch.ones(1, 2), "v": torch.ones(1, 2), side: bad()}
+    with pytest.raises(error, match=f"{side} .*{match}|{side} {match}"):
+        getattr(critic, method)(args["u"], args["v"])
+
+
+def test_integer_embeddings_are_computed_as_floats():
+    critic = pc.Critic.from_embeddings("dot")
+    out = critic.pairwise_embeddings(torch.ones(2, 3, dtype=torch.long), torch.ones(1, 3))
+    assert out.dtype == torch.float32 and (out == 3).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("similarity", ["dot", "cosine", "bilinear"])
+def test_critic_of_any_dtype_with_linear_encoders(dtype, similarity):
+    """A float16 critic with Linear encoders failed with a dtype mismatch."""
+    reference = pc.Critic(
+        torch.nn.Linear(5, 3), torch.nn.Linear(4, 3), similarity, 0.5, True, True, dim_x=3, dim_y=3
+    )
+    critic = pickle.loads(pickle.dumps(reference)).to(dtype)
+    with torch.no_grad():  # the reference holds the same (rounded) weights in float32
+        for ours, theirs in zip(critic.parameters(), reference.parameters(), strict=True):
+            theirs.copy_(ours.float())
+    x, y = torch.randn(6, 5), torch.randn(7, 4)
+    scores = critic.pairwise(x, y)
+    assert scores.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    tol = 1e-5 if dtype != torch.float64 else 1e-6
+    assert_close(scores.float(), reference.pairwise(x, y), atol=tol, rtol=tol)
+    assert_close(critic(x[:6], y[:6]).float(), reference(x[:6], y[:6]), atol=tol, rtol=tol)
+    scores.sum().backward()
+    assert critic.encoder_x.weight.grad.dtype == dtype
+    assert torch.isfinite(critic.encoder_x.weight.grad.float()).all()
+
+
+@pytest.mark.parametrize("switch", ["pyro", "torch"])
+def test_data_checks_follow_pyros_validation_switch(switch):
+    critic = pc.Critic.from_embeddings("dot")
+    nan = torch.tensor([[float("nan"), 1.0]])
+    with pytest.raises(ValueError, match="contains NaN"):
+        critic.pairwise(nan, torch.ones(1, 2))
+    if switch == "pyro":
+        pyro.enable_validation(False)
+    else:
+        torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        for call in (critic.pairwise, critic, critic.pairwise_embeddings):
+            assert torch.isnan(call(nan, torch.ones(1, 2))).all()  # garbage in, no check
+        assert torch.isinf(critic.pairwise(torch.full((1, 2), 1e20), torch.full((1, 2), 1e20))).all()
+    finally:
+        pyro.enable_validation(True)
+    with pytest.raises(ValueError, match="contains NaN"):
+        critic.pairwise(nan, torch.ones(1, 2))
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "neg_l2", "bilinear"])
+def test_compiles_to_one_graph_with_validation_off(similarity):
+    """The data-dependent finiteness branch broke torch.compile(fullgraph=True)."""
+    critic = pc.Critic.from_embeddings(similarity, 0.1, bias=True, dim_x=8, dim_y=8)
+    u, v = torch.randn(4, 8), torch.randn(6, 8)
+    torch._dynamo.reset()
+    with pyro.validation_enabled(False):
+        compiled = torch.compile(critic.pairwise_embeddings, fullgraph=True, backend="eager")
+        assert_close(compiled(u, v), critic.pairwise_embeddings(u, v))
+
+
+def test_nuts_records_divergences_instead_of_raising():
+    """With validation off, HMC/NUTS crashed with "x contains inf values"."""
+    from pyro.infer import MCMC, NUTS
+
+    critic = pc.Critic.from_embeddings("cosine", temperature=0.5)
+    target = torch.ones(1, 2)
+
+    def model():
+        z = pyro.sample("z", pyro.distributions.Normal(torch.zeros(2), 1.0).to_event(1))
+        # a step size of 5 overshoots: exp(z) overflows to inf within a trajectory
+        pyro.factor("f", critic(z.exp()[None], target).sum())
+
+    with pyro.validation_enabled(False):
+        kernel = NUTS(model, step_size=5.0, adapt_step_size=False, max_tree_depth=3)
+        mcmc = MCMC(kernel, num_samples=10, warmup_steps=0, disable_progbar=True)
+        mcmc.run()
+    assert mcmc.diagnostics()["divergences"]["chain 0"]

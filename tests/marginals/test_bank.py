@@ -15,7 +15,8 @@ def test_chunks_cover_every_row_in_order(chunk_size, tmp_path):
         bank = pc.Bank(source, log_weights=torch.arange(10.0))
         chunks = list(bank.chunks(chunk_size))
         assert_close(torch.cat([c[0] for c in chunks]), data)
-        assert_close(torch.cat([c[-1] for c in chunks]), torch.arange(10.0))
+        weights = torch.arange(10.0, dtype=torch.float64)
+        assert_close(torch.cat([c[-1] for c in chunks]), (weights - weights.logsumexp(0)).float())
         assert len(bank) == 10
 
 
@@ -47,3 +48,67 @@ def test_bad_banks():
         list(pc.Bank([]).chunks())
     with pytest.raises(TypeError, match="tensor, array, dask array or iterable"):
         pc.Bank(3.0)
+
+
+def test_all_minus_inf_log_weights_refused():
+    """All -inf gave NaN answers."""
+    with pytest.raises(ValueError, match="all -inf"):
+        pc.Bank(torch.randn(3, 2), log_weights=torch.full((3,), -float("inf")))
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="NaN or \\+inf"):
+            pc.Bank(torch.randn(3, 2), log_weights=torch.tensor([0.0, bad, 0.0]))
+    with pytest.raises(ValueError, match="1-D"):
+        pc.Bank(torch.randn(3, 2), log_weights=torch.zeros(3, 1))
+    with pytest.raises(TypeError, match="log_weights must be real-valued"):
+        pc.Bank(torch.randn(3, 2), log_weights=torch.zeros(3, dtype=torch.complex64))
+    # some -inf is fine: those items have zero weight
+    bank = pc.Bank(torch.randn(3, 2), log_weights=torch.tensor([0.0, -float("inf"), 0.0]))
+    assert_close(bank.log_weights.exp(), torch.tensor([0.5, 0.0, 0.5]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_weights_are_normalized(dtype):
+    weights = torch.tensor([1.0, 2.0, 3.0], dtype=dtype)
+    bank = pc.Bank(torch.randn(3, 2), log_weights=weights)
+    assert bank.log_weights.dtype == dtype
+    expected = weights.double() - weights.double().logsumexp(0)
+    assert_close(bank.log_weights, expected.to(dtype), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("shift", [-1e5, 1e5, -1e8])
+def test_constant_shift_of_log_weights_changes_nothing(shift):
+    """A shift of -1e5 changed the exact bridge by 1e-2."""
+    generator = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(n, 3, generator=generator) for n in (4, 20, 5))
+    weights = torch.randn(20, generator=generator, dtype=torch.float64)
+    critics = [pc.Critic.from_embeddings("dot", 0.5) for _ in range(2)]
+    answers = []
+    for log_weights in (weights, weights + shift):
+        bank = pc.Bank(b, log_weights=log_weights)
+        answers.append(pc.Bridge(critics, banks=[bank]).log_ratio(a, c, method="exact"))
+    assert_close(answers[1], answers[0], atol=1e-6, rtol=0)
+
+
+def test_more_weights_than_items_in_an_iterable_bank():
+    """Accepted silently before: the extra weights were ignored."""
+    chunks = [torch.randn(4, 2), torch.randn(3, 2)]
+    bank = pc.Bank(chunks, log_weights=torch.zeros(9))
+    with pytest.raises(ValueError, match="log_weights has 9 entries, but the bank's iterable"):
+        list(bank.chunks())
+    with pytest.raises(ValueError, match="log_weights has 9 entries"):
+        len(bank)
+    fewer = pc.Bank(chunks, log_weights=torch.zeros(5))
+    with pytest.raises(ValueError, match="log_weights has 5 entries, fewer than"):
+        list(fewer.chunks())
+    assert len(pc.Bank(chunks, log_weights=torch.zeros(7))) == 7
+
+
+def test_value_checks_follow_pyros_validation_switch():
+    import pyro
+
+    with pyro.validation_enabled(False):
+        bank = pc.Bank(torch.tensor([[0.0, float("nan")]]), log_weights=torch.tensor([0.0]))
+        assert torch.isnan(bank.materialize()[0]).any()
+        pc.Bank(torch.randn(2, 2), log_weights=torch.full((2,), -float("inf")))
+    with pytest.raises(ValueError, match="contains NaN"):
+        pc.Bank(torch.tensor([[0.0, float("nan")]]))

@@ -1,4 +1,7 @@
+import io
 import os
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
@@ -110,7 +113,7 @@ def test_errors(tmp_path, name, content, kwargs, error, match):
 def test_pickled_objects_are_refused(tmp_path):
     path = str(tmp_path / "o.npy")
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="could not read .npy"):
+    with pytest.raises(ValueError, match="Python objects"):
         load_embeddings(path)
     path = str(tmp_path / "o.pt")
     torch.save({"x": torch.zeros(2, 2), "f": os.getcwd}, path)  # weights_only refuses code
@@ -137,3 +140,76 @@ def test_atomic_write(tmp_path):
     assert os.listdir(tmp_path) == ["out.bin"]  # no temporary files left
     with pytest.raises(FileNotFoundError, match="does not exist"):
         atomic_write(tmp_path / "no" / "x.bin", lambda handle: None)
+
+
+@pytest.mark.parametrize(
+    "dtype", ["float8_e4m3fn", "float8_e5m2", "float16", "bfloat16"], ids=lambda d: d
+)
+def test_low_precision_safetensors_read_as_float32(tmp_path, dtype):
+    dtype = getattr(torch, dtype, None)
+    if dtype is None:
+        pytest.skip("this torch has no such dtype")
+    value = torch.linspace(-2, 2, 12).reshape(4, 3).to(dtype)
+    path = str(tmp_path / "low.safetensors")
+    save_file({"ab": value}, path)
+    loaded = load_embeddings(path, dim=3)
+    assert loaded.dtype == torch.float32
+    assert_close(loaded, value.float(), atol=0)
+
+
+def test_npz_bomb_refused_before_reading(tmp_path):
+    path = str(tmp_path / "bomb.npz")
+    np.savez_compressed(path, ab=np.zeros((5_000, 1_000), dtype=np.float64))  # 40 MB -> 40 kB
+    assert os.path.getsize(path) < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="inflate to more than 10000000 bytes"):
+            read_embedding_file(path, max_bytes=10_000_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+    assert read_embedding_file(path, max_bytes=40_000_128).arrays["ab"].shape == (5_000, 1_000)
+    with pytest.raises(TypeError, match="max_bytes"):
+        read_embedding_file(path, max_bytes=-1)
+
+
+def test_npy_declaring_more_than_it_holds(tmp_path):
+    """A 100-byte .npy declaring (40000, 40000) float64 would make numpy allocate 12.8 GB."""
+    path = tmp_path / "liar.npy"
+    path.write_bytes(_header_only((40_000, 40_000)))
+    assert path.stat().st_size < 200
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"declares a float64 array of shape \(40000, 40000\)"):
+            load_embeddings(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+
+
+def _header_only(shape):
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": "<f8", "fortran_order": False, "shape": shape}
+    )
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("keep", [10, 100, 300, -3])
+def test_truncated_npz(tmp_path, keep):
+    path = tmp_path / "t.npz"
+    np.savez(path, ab=np.ones((20, 4)), bc=np.ones((20, 4)))
+    data = path.read_bytes()
+    path.write_bytes(data[:keep] if keep > 0 else data[:keep])
+    with pytest.raises(ValueError, match="t.npz"):
+        read_embedding_file(str(path))
+
+
+def test_npz_member_that_is_not_an_array(tmp_path):
+    path = tmp_path / "odd.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(ValueError, match="'notes.txt' is not an array"):
+        read_embedding_file(str(path))

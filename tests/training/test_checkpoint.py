@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+import tracemalloc
 
 import pytest
 import torch
@@ -118,7 +119,7 @@ def test_load_refuses_anything_but_our_weights(tmp_path):
     del payload["state_dict"]["encoder_x.bias"]
     missing = tmp_path / "missing.pt"
     torch.save(payload, missing)
-    with pytest.raises(ValueError, match="Missing key"):
+    with pytest.raises(ValueError, match="encoder_x declares 8 parameters but the file holds 6"):
         load_critic(missing)
     payload = torch.load(good, weights_only=True)
     spec = json.loads(payload["spec"])
@@ -250,3 +251,70 @@ def test_checkpoint_dir_safety(tmp_path):
     fresh = tmp_path / "fresh"
     fit(_net(), (x, y), steps=5, checkpoint_dir=fresh, resume=True, **SETTINGS)  # starts anew
     assert (fresh / "checkpoint.pt").exists()
+
+
+def test_empty_file_is_refused(tmp_path):
+    path = tmp_path / "empty.pt"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty \(0 bytes\)"):
+        load_critic(path)
+
+
+def _respecced(tmp_path, good, change, name="bomb.pt"):
+    payload = torch.load(good, weights_only=True)
+    spec = json.loads(payload["spec"])
+    change(spec)
+    payload["spec"] = json.dumps(spec)
+    path = tmp_path / name
+    torch.save(payload, path)
+    return path
+
+
+def test_spec_declaring_huge_layers_refused_before_allocating(tmp_path):
+    """A 3 KB file declaring Linear(40000, 40000) allocated 6.4 GB before being refused."""
+    good = tmp_path / "good.pt"
+    save_critic(Critic(nn.Linear(3, 2), nn.Linear(3, 2), "dot"), good)
+
+    def huge(spec):
+        spec["encoder_x"].update(in_features=40_000, out_features=40_000)
+
+    path = _respecced(tmp_path, good, huge)
+    assert path.stat().st_size < 4_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="encoder_x declares 1600040000 parameters"):
+            load_critic(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda s: s["encoder_x"].update(in_features=-3), "in_features must be a positive int"),
+        (lambda s: s["encoder_x"].update(out_features=2.5), "out_features must be a positive"),
+        (lambda s: s["encoder_x"].update(in_features=True), "in_features must be a positive"),
+        (lambda s: s.update(dtype="int64"), "dtype 'int64'"),
+        (lambda s: s.update(dtype="Tensor"), "dtype 'Tensor'"),
+        (lambda s: s.update(version="1"), "version '1'"),
+        (lambda s: s.update(encoder_x={"type": "sequential", "layers": "ab"}), "must be a list"),
+        (lambda s: s.update(similarity="bilinear", dim_x=50_000, dim_y=50_000), "bilinear"),
+    ],
+)
+def test_spec_with_wrong_values(tmp_path, change, match):
+    good = tmp_path / "good.pt"
+    save_critic(Critic(nn.Linear(3, 2), nn.Linear(3, 2), "dot"), good)
+    with pytest.raises(ValueError, match=match):
+        load_critic(_respecced(tmp_path, good, change))
+
+
+def test_declared_limit(tmp_path, monkeypatch):
+    from pyro_contrast.training import checkpoint
+
+    good = tmp_path / "good.pt"
+    save_critic(Critic(nn.Linear(3, 2), nn.Linear(3, 2), "dot"), good)
+    monkeypatch.setattr(checkpoint, "MAX_PARAMETERS", 7)
+    with pytest.raises(ValueError, match="over the limit of 7"):
+        load_critic(good)
