@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import sys
+import textwrap
 import time
 
 import torch
@@ -295,12 +296,13 @@ def run_scenes(args, stage):
 def _scene_lines(index, scene, result, report, sentences, args, width):
     inputs = scene.inputs
     t_ab, t_bc = inputs.temperatures["ab"][0], inputs.temperatures["bc"][0]
-    lines = [
-        f"Scene {index + 1}/2: {scene.name} - {scene.description}",
+    lines = textwrap.wrap(f"Scene {index + 1}/2: {scene.name} - {scene.description}", width)
+    lines += textwrap.wrap(
         f"(trained in {scene.seconds:.0f} s; temperatures A-B {t_ab:.3g}, B-C {t_bc:.3g}; "
         f"bank of {inputs.bank_ab.shape[0]} B items; C normalizer from "
         f"{inputs.c_bank.shape[0]} C items)",
-    ]
+        width,
+    )
     lines += result.to_string(metrics=TABLE_METRICS, width=width).splitlines()
     lines += verdict.format_verdict(scene.name, sentences, width)
     return lines

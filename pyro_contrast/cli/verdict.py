@@ -80,7 +80,7 @@ def scene_verdict(
     options = dict(num_bootstrap=num_bootstrap, seed=seed)
     tied = [m for m in order[1:] if _equivalent(kl[m], kl[best], options)]
     others = [m for m in order[1:] if m not in tied]
-    rest = ", ".join(f"{mean_kl[m]:.3g} for {m}" for m in others)
+    rest = ", ".join(f"{mean_kl[m]:.3g} for {m}{_times(mean_kl[m], mean_kl[best])}" for m in others)
     if tied:
         group = [best] + tied
         sentences = [
@@ -95,10 +95,7 @@ def scene_verdict(
             f"{mean_kl[best]:.3g} nats from the truth's (KL)"
         )
         if others:
-            runner = others[0]
-            ratio = mean_kl[runner] / max(mean_kl[best], 1e-12)
-            margin = f"{ratio:.2g}x closer than {runner}" if ratio >= 2 else "clearly ahead"
-            text += f", {margin}; against {rest}"
+            text += f", against {rest}"
         sentences = [text + "."]
     also = "".join(f"; {m}: {_percent(recall[m].mean())}" for m in tied)
     sentences.append(
@@ -122,6 +119,11 @@ _TIE = 0.1
 def _equivalent(kl_other, kl_best, options):
     difference = paired_difference(kl_other, kl_best, **options)
     return not difference.clear or difference.estimate <= _TIE * float(kl_best.mean())
+
+
+def _times(value, best):
+    ratio = value / max(best, 1e-12)
+    return f" ({ratio:.2g}x as far)" if ratio >= 2 else ""
 
 
 def _join(names):
