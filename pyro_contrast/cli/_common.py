@@ -58,7 +58,7 @@ def guard(name, function):
         except BrokenPipeError:
             raise  # handled once, by the entry point
         except FileExistsError as error:  # incl. a concurrent writer that won the folder
-            return fail(name, first_line(error))
+            return fail(name, first_line(error).replace("force=True / ", ""))
         except (ValueError, TypeError, KeyError, OSError) as error:
             return fail(name, first_line(error))
 

@@ -3,6 +3,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -159,3 +161,13 @@ def test_default_demo_tells_the_story(tmp_path, capsys):
     assert separate["estimates"]["direct"]["recall@1"] < 2 / 32
     assert "chance level" in " ".join(separate["verdict"])
     assert results["seconds"]["total"] < 300
+
+
+def test_console_script_help():
+    exe = shutil.which("pyro-contrast")
+    command = [exe] if exe else [sys.executable, "-m", "pyro_contrast"]
+    run = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0
+    for name in ("demo", "bridge", "compare", "diagnose"):
+        assert name in run.stdout
+    assert main([]) == 2
