@@ -298,9 +298,8 @@ def _scene_lines(index, scene, result, report, sentences, args, width):
     t_ab, t_bc = inputs.temperatures["ab"][0], inputs.temperatures["bc"][0]
     lines = textwrap.wrap(f"Scene {index + 1}/2: {scene.name} - {scene.description}", width)
     lines += textwrap.wrap(
-        f"(trained in {scene.seconds:.0f} s; temperatures A-B {t_ab:.3g}, B-C {t_bc:.3g}; "
-        f"bank of {inputs.bank_ab.shape[0]} B items; C normalizer from "
-        f"{inputs.c_bank.shape[0]} C items)",
+        f"(trained in {scene.seconds:.0f} s; temperatures A-B {t_ab:.2g}, B-C {t_bc:.2g}; "
+        f"banks of {inputs.bank_ab.shape[0]} B and {inputs.c_bank.shape[0]} C items)",
         width,
     )
     lines += result.to_string(metrics=TABLE_METRICS, width=width).splitlines()

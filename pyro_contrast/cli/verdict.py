@@ -80,23 +80,20 @@ def scene_verdict(
     options = dict(num_bootstrap=num_bootstrap, seed=seed)
     tied = [m for m in order[1:] if _equivalent(kl[m], kl[best], options)]
     others = [m for m in order[1:] if m not in tied]
-    rest = ", ".join(f"{mean_kl[m]:.3g} for {m}{_times(mean_kl[m], mean_kl[best])}" for m in others)
+    rest = "; ".join(f"{m}: {mean_kl[m]:.3g}{_times(mean_kl[m], mean_kl[best])}" for m in others)
     if tied:
         group = [best] + tied
+        values = _join([f"{mean_kl[m]:.3g}" for m in group])
         sentences = [
-            f"{_join(group)} are equally close to the truth (their candidate probabilities "
-            f"are {_join([f'{mean_kl[m]:.3g}' for m in group])} nats from the truth's, in KL; "
-            f"the differences are within {_TIE:.0%} or bootstrap noise)"
-            + (f", against {rest}." if rest else ".")
+            f"{_join(group)} are equally close to the truth: their candidate probabilities "
+            f"are {values} nats from the truth's (KL; within {_TIE:.0%} or bootstrap noise of "
+            "each other)" + (f"; {rest}." if rest else ".")
         ]
     else:
-        text = (
+        sentences = [
             f"{best} is closest to the truth: its candidate probabilities are "
-            f"{mean_kl[best]:.3g} nats from the truth's (KL)"
-        )
-        if others:
-            text += f", against {rest}"
-        sentences = [text + "."]
+            f"{mean_kl[best]:.3g} nats from the truth's (KL)" + (f"; {rest}." if rest else ".")
+        ]
     also = "".join(f"; {m}: {_percent(recall[m].mean())}" for m in tied)
     sentences.append(
         f"{best} ranks the true partner first for {_percent(recall[best].mean())} of queries "
@@ -123,7 +120,9 @@ def _equivalent(kl_other, kl_best, options):
 
 def _times(value, best):
     ratio = value / max(best, 1e-12)
-    return f" ({ratio:.2g}x as far)" if ratio >= 2 else ""
+    if ratio < 2:
+        return ""
+    return f" ({ratio:.2g}x as far)" if ratio < 10 else f" ({ratio:.0f}x as far)"
 
 
 def _join(names):

@@ -101,7 +101,10 @@ class TiltedGaussian(MultivariateNormal):
         tensor([1., 1.])
         """
         dtype, x, weight, loc, cov, temp = _prepare(
-            x=x, weight=weight, loc=loc, covariance_matrix=covariance_matrix,
+            x=x,
+            weight=weight,
+            loc=loc,
+            covariance_matrix=covariance_matrix,
             temperature=temperature,
         )
         _check_dims(x, weight, loc, "weight", (-2, -1))
@@ -154,12 +157,13 @@ class TiltedGaussian(MultivariateNormal):
         _check_dims(x, G, None, "G", (-1, None))
         _check_dims(None, H, loc, "H", (None, -1))
         if G.shape[-2] != H.shape[-2]:
-            raise ValueError(f"G and H must have the same number of rows, got "
-                             f"{G.shape[-2]} and {H.shape[-2]}")
+            raise ValueError(
+                f"G and H must have the same number of rows, got {G.shape[-2]} and {H.shape[-2]}"
+            )
         tau = temp[..., None, None]
         scale_tril = _cholesky(cov)
         eye_k = torch.eye(H.shape[-2], dtype=H.dtype)
-        residual = (G @ x.unsqueeze(-1) - H @ loc.unsqueeze(-1))
+        residual = G @ x.unsqueeze(-1) - H @ loc.unsqueeze(-1)
         # Innovation covariance H S H^T + tau I has eigenvalues >= tau: safe to factor.
         innovation = _cholesky(H @ cov @ H.mT + tau * eye_k, "H S H^T + tau I")
         white = torch.linalg.solve_triangular(innovation, residual, upper=False)
@@ -258,8 +262,9 @@ def optimal_l2_tilt(cov_xx, cov_xy, cov_yy, temperature=1.0):
     _check_cross(cov_xx, cov_xy, cov_yy)
     chol_xx = _cholesky(cov_xx, "cov_xx")
     explained = cov_xy.mT @ torch.cholesky_solve(cov_xy, chol_xx)
-    chol_cond = _cholesky(cov_yy - explained, "the conditional covariance Sigma_yy - "
-                          "Sigma_yx Sigma_xx^-1 Sigma_xy")
+    chol_cond = _cholesky(
+        cov_yy - explained, "the conditional covariance Sigma_yy - Sigma_yx Sigma_xx^-1 Sigma_xy"
+    )
     precision_gain = torch.cholesky_inverse(chol_cond) - torch.cholesky_inverse(
         _cholesky(cov_yy, "cov_yy")
     )
@@ -286,8 +291,10 @@ def _prepare(**named):
         tensor = as_float_tensor(value, name)
         check_finite(tensor, name)
         if tensor.dim() < (1 if name in ("x", "loc") else 2):
-            raise ValueError(f"{name} must have at least {1 if name in ('x', 'loc') else 2} "
-                             f"dimensions, got shape {tuple(tensor.shape)}")
+            raise ValueError(
+                f"{name} must have at least {1 if name in ('x', 'loc') else 2} "
+                f"dimensions, got shape {tuple(tensor.shape)}"
+            )
         tensors[name] = tensor
     dtype = torch.float32
     for tensor in tensors.values():
@@ -308,18 +315,24 @@ def _prepare(**named):
 def _check_dims(x, matrix, loc, name, axes):
     x_axis, y_axis = axes
     if x is not None and matrix.shape[x_axis] != x.shape[-1]:
-        raise ValueError(f"{name} has shape {tuple(matrix.shape)}, incompatible with x of "
-                         f"dimension {x.shape[-1]}")
+        raise ValueError(
+            f"{name} has shape {tuple(matrix.shape)}, incompatible with x of "
+            f"dimension {x.shape[-1]}"
+        )
     if loc is not None and matrix.shape[y_axis] != loc.shape[-1]:
-        raise ValueError(f"{name} has shape {tuple(matrix.shape)}, incompatible with loc of "
-                         f"dimension {loc.shape[-1]}")
+        raise ValueError(
+            f"{name} has shape {tuple(matrix.shape)}, incompatible with loc of "
+            f"dimension {loc.shape[-1]}"
+        )
 
 
 def _check_cross(cov_xx, cov_xy, cov_yy):
     want = (cov_xx.shape[-1], cov_yy.shape[-1])
     if cov_xy.shape[-2:] != want or cov_xx.shape[-2] != want[0] or cov_yy.shape[-2] != want[1]:
-        raise ValueError(f"covariance shapes disagree: cov_xx {tuple(cov_xx.shape)}, cov_xy "
-                         f"{tuple(cov_xy.shape)}, cov_yy {tuple(cov_yy.shape)}")
+        raise ValueError(
+            f"covariance shapes disagree: cov_xx {tuple(cov_xx.shape)}, cov_xy "
+            f"{tuple(cov_xy.shape)}, cov_yy {tuple(cov_yy.shape)}"
+        )
 
 
 def _cholesky(matrix, name="covariance_matrix"):

@@ -130,11 +130,15 @@ class ComparisonResult:
                     + "".join(f"  {cells[m][i]:>{widths[m]}}" for m in block)
                 )
         if header:
-            lines = textwrap.wrap(self.describe(), width) + lines
+            lines = textwrap.wrap(self.describe(metrics), width) + lines
         return "\n".join(lines)
 
-    def describe(self):
-        """One sentence saying what the table's numbers are (queries, reference, intervals)."""
+    def describe(self, metrics=None):
+        """One sentence saying what the table's numbers are (queries, reference, intervals).
+
+        :param metrics: the metrics shown (default: all); calibration is described only
+            when shown.
+        """
         attrs = self.attrs
         parts = [
             f"{attrs.get('num_queries', '?')} queries x {attrs.get('num_candidates', '?')} "
@@ -146,7 +150,7 @@ class ComparisonResult:
                 f"± half-width of the {100 * attrs.get('confidence', 0.95):g}% bootstrap "
                 f"interval over queries ({attrs['num_bootstrap']} replicates)"
             )
-        if any(m.startswith("calibration") for m in self.metrics):
+        if any(m.startswith("calibration") for m in (metrics or self.metrics)):
             centred = attrs.get("center_calibration")
             parts.append("calibration centred per query" if centred else "raw calibration")
         return "; ".join(parts)
