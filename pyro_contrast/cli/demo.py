@@ -214,14 +214,15 @@ def run(args):
         torch.set_num_threads(threads)
     for lines in printed:
         print("\n".join(lines) + "\n")
-    print(
-        f"Done in {summary['seconds']['total']:.0f} s. Wrote {out}: shared/ and separate/ "
-        "(study folders) and results.json."
+    shown = args.out if args.out is not None else os.path.relpath(out)
+    width = max(80, shutil.get_terminal_size((100, 24)).columns)
+    done = (
+        f"Done in {summary['seconds']['total']:.0f} s. Wrote {shown}: shared/ and separate/ "
+        "(study folders) and results.json. Next:"
     )
-    print(
-        f"Next: pyro-contrast compare {os.path.join(out, 'shared')}; "
-        f"pyro-contrast diagnose {os.path.join(out, 'separate')}"
-    )
+    print("\n".join(textwrap.wrap(done, width)))
+    print(f"  pyro-contrast compare {os.path.join(shown, 'shared')}")
+    print(f"  pyro-contrast diagnose {os.path.join(shown, 'separate')}")
     return 0
 
 
