@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from pyro_contrast import __version__
-from pyro_contrast.cli._common import USAGE_ERROR, one_line_errors, quiet_broken_pipe
+from pyro_contrast.cli._common import one_line_errors, run_command
 
 
 def build_parser():
@@ -28,31 +28,6 @@ def build_parser():
     demo.add_parser(subparsers)
     study.add_parsers(subparsers)
     return parser
-
-
-def run_command(parser, argv=None, *, exit_on_usage=True):
-    """Parse ``argv`` and run the chosen command; returns its exit code.
-
-    A usage error exits (``SystemExit(2)``) unless ``exit_on_usage=False``, which returns 2.
-    A closed stdout (``BrokenPipeError``) ends the command quietly with exit code 0: the
-    output that was wanted has been read, and files are written before anything is printed.
-    """
-    try:
-        try:
-            args = parser.parse_args(argv)
-        except SystemExit as stop:
-            if exit_on_usage:
-                raise
-            return stop.code
-        if getattr(args, "func", None) is None:
-            parser.print_help()
-            return USAGE_ERROR
-        code = args.func(args)
-        sys.stdout.flush()  # a pipe's buffer fails here, not at interpreter exit
-        return code
-    except BrokenPipeError:
-        quiet_broken_pipe()
-        return 0
 
 
 def main(argv=None):

@@ -67,6 +67,31 @@ def guard(name, function):
     return run
 
 
+def run_command(parser, argv=None, *, exit_on_usage=True):
+    """Parse ``argv`` and run the chosen command; returns its exit code.
+
+    A usage error exits (``SystemExit(2)``) unless ``exit_on_usage=False``, which returns 2.
+    A closed stdout (``BrokenPipeError``) ends the command quietly with exit code 0: the
+    output that was wanted has been read, and files are written before anything is printed.
+    """
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as stop:
+            if exit_on_usage:
+                raise
+            return stop.code
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return USAGE_ERROR
+        code = args.func(args)
+        sys.stdout.flush()  # a pipe's buffer fails here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        quiet_broken_pipe()
+        return 0
+
+
 def fail(name, message):
     sys.stderr.write(f"pyro-contrast {name}: error: {message}\n")
     return USAGE_ERROR

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import textwrap
 import time
 
@@ -343,9 +342,3 @@ def settings_dict(args):
 
 def _write_json(path, payload):
     path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-
-
-def main(argv=None):  # pragma: no cover - convenience for `python -m pyro_contrast.cli.demo`
-    from pyro_contrast.cli import main as cli_main
-
-    return cli_main([NAME, *(sys.argv[1:] if argv is None else argv)])

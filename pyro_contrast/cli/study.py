@@ -165,8 +165,6 @@ def main(argv=None):
     >>> main(["compare", "/nonexistent"])
     2
     """
-    from pyro_contrast.cli import run_command
-
     parser = _common.one_line_errors(argparse.ArgumentParser(prog="pyro-contrast"))
     add_parsers(parser.add_subparsers(dest="command", required=True))
-    return run_command(parser, argv, exit_on_usage=False)
+    return _common.run_command(parser, argv, exit_on_usage=False)
