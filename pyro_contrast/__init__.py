@@ -9,10 +9,17 @@ The folders are the layers, each importing only those below it: :mod:`~pyro_cont
 from pyro_contrast import _compat, diagnostics, distributions, ops, sim
 from pyro_contrast.critics import Critic
 from pyro_contrast.diagnostics import diagnose
-from pyro_contrast.distributions import BridgedConditional, ContrastiveConditional
-from pyro_contrast.factors import contrastive_factor
+from pyro_contrast.distributions import (
+    BridgedConditional,
+    ContrastiveConditional,
+    SphereReparam,
+    TiltedConditional,
+    UniformSphere,
+    VonMisesFisher,
+    contrastive_factor,
+)
 from pyro_contrast.marginals.bank import Bank
-from pyro_contrast.marginals.bridge import Bridge
+from pyro_contrast.marginals.bridge import Bridge, SmallNormalizerWarning
 from pyro_contrast.studies.arviz import to_inference_data
 from pyro_contrast.studies.compare import compare
 from pyro_contrast.studies.identifiability import identifiability_r2
@@ -32,7 +39,12 @@ __all__ = [
     "ComparisonResult",
     "ContrastiveConditional",
     "Critic",
+    "SmallNormalizerWarning",
+    "SphereReparam",
     "Study",
+    "TiltedConditional",
+    "UniformSphere",
+    "VonMisesFisher",
     "compare",
     "contrastive_factor",
     "diagnose",

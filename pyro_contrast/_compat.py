@@ -21,6 +21,7 @@ MOVED = {
     "pyro_contrast.commands.demo": "pyro_contrast.cli.demo",
     "pyro_contrast.commands.study": "pyro_contrast.cli.study",
     "pyro_contrast.compare": "pyro_contrast.studies.compare",
+    "pyro_contrast.factors": "pyro_contrast.distributions.contrastive_factor",
     "pyro_contrast.identifiability": "pyro_contrast.studies.identifiability",
     "pyro_contrast.io": "pyro_contrast.studies.io",
     "pyro_contrast.metrics": "pyro_contrast.studies.metrics",

@@ -1,7 +1,9 @@
 """The ``pyro-contrast`` command line: ``demo`` plus the study commands.
 
-Every command reports bad input in one line on stderr with exit code 2, and exits quietly
-when the reader of its output goes away (``pyro-contrast compare study | head -1``).
+The top layer: it may import every other layer; nothing in the package imports it. Each
+command lives in its own module with an ``add_parser(s)`` function. Every command reports bad
+input in one line on stderr with exit code 2, and exits quietly when the reader of its output
+goes away (``pyro-contrast compare study | head -1``).
 """
 
 import argparse

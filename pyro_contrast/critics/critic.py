@@ -251,6 +251,8 @@ class Critic(nn.Module):
             if t.dim() < 1 or (pairwise and t.dim() != 2):
                 want = "(N, d)" if pairwise else "(..., d)"
                 raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
+            if t.shape[-1] == 0:
+                raise ValueError(f"{name} has dimension 0: shape {tuple(t.shape)}")
         dtype = torch.promote_types(torch.promote_types(u.dtype, v.dtype), torch.float32)
         u, v = u.to(dtype), v.to(dtype)
         if self.similarity == "bilinear":

@@ -54,6 +54,11 @@ class UniformSphere(TorchDistribution):
         self.dtype = dtype
         super().__init__(batch_shape, torch.Size([self.dim]), validate_args=validate_args)
 
+    @staticmethod
+    def infer_shapes(dim, batch_shape=()):
+        """Shapes from the *values* of ``dim`` and ``batch_shape`` (no tensor arguments)."""
+        return torch.Size(batch_shape), torch.Size([int(dim)])
+
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(UniformSphere, _instance)
         batch_shape = torch.Size(batch_shape)
@@ -86,6 +91,11 @@ class UniformSphere(TorchDistribution):
             self._validate_sample(value)
         shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
         return torch.full(shape, -self.log_area, dtype=self.dtype, device=value.device)
+
+    @property
+    def mode(self):
+        """Every point is a mode: NaN, as torch does for flat densities."""
+        return torch.full(self.batch_shape + self.event_shape, math.nan, dtype=self.dtype)
 
     @property
     def mean(self):

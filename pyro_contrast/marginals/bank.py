@@ -5,13 +5,14 @@ import numbers
 
 import numpy as np
 import torch
+from torch import nn
 
 from pyro_contrast._validation import as_float_tensor, check_finite, is_validation_enabled
 
 DEFAULT_CHUNK_SIZE = 16384
 
 
-class Bank:
+class Bank(nn.Module):
     r"""A bank of :math:`M` samples :math:`b_m \sim p(b)` of a bridge modality.
 
     The bank is what the bridge marginalizes over. Each adjacent critic sees the items
@@ -31,6 +32,10 @@ class Bank:
     nor all :math:`-\infty`, and must have one entry per item (for an iterable bank,
     checked on the first full pass); the value checks follow Pyro's validation switch.
 
+    A bank is a ``torch.nn.Module``: in-memory views and the weights are buffers
+    (``view0``, ``view1``, ..., ``log_weights``), so they move with ``.to()`` and save with
+    ``state_dict`` (of the bank, or of a :class:`~pyro_contrast.Bridge` holding it).
+
     :param items: raw items or embeddings shared by every adjacent critic.
     :param tuple views: one source per adjacent critic, each with the same ``M`` rows.
     :param log_weights: optional (M,) log importance weights.
@@ -41,6 +46,7 @@ class Bank:
     """
 
     def __init__(self, items=None, *, views=None, log_weights=None):
+        super().__init__()
         if (items is None) == (views is None):
             raise ValueError("Bank needs exactly one of items or views=")
         if views is not None:
@@ -57,8 +63,15 @@ class Bank:
             raise ValueError(f"bank views have different numbers of rows: {sorted(lengths)}")
         if lengths and lengths == {0}:
             raise ValueError("bank is empty (0 items)")
-        self._sources = sources
         self.kind = sources[0].kind
+        if self.kind == "tensor":
+            # In-memory views live in buffers (moved by .to(), saved by state_dict); the
+            # sources read them back by name, so there is one copy of each tensor.
+            for i, source in enumerate(sources):
+                self.register_buffer(f"view{i}", source.data)
+                source.data = None
+                source.owner, source.name = self, f"view{i}"
+        self._sources = sources
         if log_weights is not None:
             log_weights = _normalized(log_weights)
             if lengths and log_weights.shape[0] != next(iter(lengths)):
@@ -66,13 +79,15 @@ class Bank:
                     f"log_weights has {log_weights.shape[0]} entries, bank has "
                     f"{next(iter(lengths))} items"
                 )
-        self.log_weights = log_weights
+        self.register_buffer("log_weights", log_weights)
 
     @property
     def num_views(self):
         return len(self._sources)
 
     def __len__(self):
+        if self.kind == "tensor":
+            return self.view0.shape[0]
         length = self._sources[0].length
         if length is None:
             length = sum(chunk[0].shape[0] for chunk in self.chunks())
@@ -141,7 +156,16 @@ class Bank:
 
 class _Source:
     def __init__(self, data, kind, length):
-        self.data, self.kind, self.length = data, kind, length
+        self._data, self.kind, self.length = data, kind, length
+        self.owner = self.name = None
+
+    @property
+    def data(self):
+        return self._data if self.owner is None else getattr(self.owner, self.name)
+
+    @data.setter
+    def data(self, value):
+        self._data = value
 
     def __len__(self):
         return self.length

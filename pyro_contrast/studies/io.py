@@ -191,12 +191,17 @@ def check_npz(file, name, *, max_bytes=MAX_INFLATED_BYTES):
     :raises ValueError: a member that is not an array, declares more or less data than it
         holds, holds Python objects, or inflates beyond ``max_bytes``.
     """
-    declared, inflated = {}, 0
     try:
-        archive = zipfile.ZipFile(file)
-    except (zipfile.BadZipFile, OSError) as error:
+        return _check_npz(file, name, max_bytes)
+    except _ContentError:
+        raise
+    except Exception as error:  # zipfile, zlib and numpy raise their own kinds
         raise _ContentError(f"{name}: not a readable .npz archive ({error})") from None
-    with archive:
+
+
+def _check_npz(file, name, max_bytes):
+    declared, inflated = {}, 0
+    with zipfile.ZipFile(file) as archive:
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
                 raise _ContentError(f"{name}: member {info.filename!r} is not an array")

@@ -1,12 +1,12 @@
 r"""Bayesian critics in Pyro: SVI on the contrastive likelihood, NUTS over the temperature.
 
 A critic's scores define the categorical conditional of the observed partner among the
-candidates, :math:`p(m \mid x_n) = \mathrm{softmax}_m f(x_n, y_m)` (MATH §1), so the observed
+candidates, :math:`p(m \mid x_n) = \mathrm{softmax}_m f(x_n, y_m)` (:ref:`math-tilting`), so the
+observed
 pairs have a proper log-likelihood, and the critic's parameters can be learned or given a
 posterior with Pyro's inference algorithms.
 """
 
-import math
 import random
 
 import numpy as np
@@ -14,17 +14,17 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import MCMC, NUTS, SVI, Trace_ELBO
-from tqdm.auto import tqdm
 
 from pyro_contrast._validation import as_float_tensor, check_finite, check_rows
 from pyro_contrast.critics import Critic
-from pyro_contrast.training.fit import History
+from pyro_contrast.training.history import History
+from pyro_contrast.training.loop import train_loop
 
 LIKELIHOODS = ("categorical", "sigmoid")
 
 
 def svi_fit(
-    critic, x, y, *, steps=500, batch_size=None, lr=1e-2, seed=0, name="critic", progress=True
+    critic, x, y, *, steps=500, batch_size=None, lr=1e-2, seed=0, name="critic", progress=None
 ):
     r"""Learn a critic's parameters inside a Pyro model with ``pyro.module`` and SVI.
 
@@ -53,8 +53,8 @@ def svi_fit(
     :param float lr: Adam learning rate.
     :param int seed: seed of the mini-batch order (a local generator).
     :param str name: param-store prefix of the critic.
-    :param bool progress: show a progress bar.
-    :returns: :class:`~pyro_contrast.training.fit.History` of the per-pair negative ELBO.
+    :param bool progress: show a progress bar (default: only on a terminal).
+    :returns: :class:`~pyro_contrast.training.history.History` of the per-pair negative ELBO.
 
     >>> critic = Critic(torch.nn.Linear(2, 2), None, "dot")
     >>> x = torch.randn(20, 2)
@@ -82,15 +82,20 @@ def svi_fit(
     svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
     gen = torch.Generator().manual_seed(seed)
     history = History(1)
-    for step in tqdm(range(steps), disable=not progress, desc="svi"):
+
+    def step_fn(_lr):
         idx = torch.randperm(n, generator=gen)[:batch_size]
-        loss = svi.step(x[idx], y[idx]) / n
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"ELBO became {loss} at step {step + 1}; lower lr")
-        history.step.append(step + 1)
-        history.train_loss.append(loss)
-        history.lr.append(lr)
-        history.temperature[0].append(critic.temperature.item())
+        return svi.step(x[idx], y[idx]) / n
+
+    train_loop(
+        step_fn,
+        num_steps=steps,
+        history=history,
+        critics=[critic],
+        base_lr=lr,
+        progress=progress,
+        desc="svi",
+    )
     return history
 
 

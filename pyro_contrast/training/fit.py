@@ -1,17 +1,17 @@
-r"""Training critics: mini-batches, validation with early stopping, checkpoints, 3 modalities."""
+r"""Training critics: :func:`fit`, with validation, early stopping, checkpoints, 3 modalities."""
 
 import math
 import numbers
 
-import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from pyro_contrast._validation import as_float_tensor, check_finite
 from pyro_contrast.training import checkpoint as _ckpt
 from pyro_contrast.training import losses as _losses
+from pyro_contrast.training._data import prepare_data
+from pyro_contrast.training._run import Run, task_loss, validate
+from pyro_contrast.training.history import History
+from pyro_contrast.training.loop import SCHEDULES, train_loop
 
 MODES = (None, "shared", "separate", "oracle")
 OPTIMIZERS = {
@@ -22,58 +22,6 @@ OPTIMIZERS = {
 }
 # Config entries that may change when resuming (steps only without a schedule, see fit).
 _RESUMABLE = ("steps",)
-
-
-class History:
-    """Per-step record of a :func:`fit` run.
-
-    Attributes: ``step`` (1-based), ``train_loss``, ``lr``, ``temperature`` (one list per
-    critic), ``val_step``/``val_loss`` (every ``validate_every`` steps), ``best_step``,
-    ``best_val_loss`` and ``stopped_early``.
-
-    >>> History().to_pandas().empty
-    True
-    """
-
-    _FIELDS = ("step", "train_loss", "lr", "temperature", "val_step", "val_loss")
-
-    def __init__(self, num_critics=1):
-        self.step, self.train_loss, self.lr = [], [], []
-        self.temperature = [[] for _ in range(num_critics)]
-        self.val_step, self.val_loss = [], []
-        self.best_step, self.best_val_loss, self.stopped_early = None, None, False
-
-    def __len__(self):
-        return len(self.step)
-
-    def __repr__(self):
-        last = f", last loss {self.train_loss[-1]:.4g}" if self.train_loss else ""
-        return f"History({len(self)} steps{last}, best_step={self.best_step})"
-
-    def to_pandas(self):
-        """A DataFrame indexed by step: train/validation loss, learning rate, temperatures."""
-        frame = pd.DataFrame(
-            {"train_loss": self.train_loss, "lr": self.lr},
-            index=pd.Index(self.step, name="step", dtype="int64"),
-        )
-        frame["val_loss"] = pd.Series(self.val_loss, index=self.val_step, dtype="float64")
-        for i, temps in enumerate(self.temperature):
-            name = "temperature" if len(self.temperature) == 1 else f"temperature_{i}"
-            frame[name] = temps
-        return frame
-
-    def state_dict(self):
-        state = {k: getattr(self, k) for k in self._FIELDS}
-        state.update(
-            best_step=self.best_step,
-            best_val_loss=self.best_val_loss,
-            stopped_early=self.stopped_early,
-        )
-        return state
-
-    def load_state_dict(self, state):
-        for key, value in state.items():
-            setattr(self, key, value)
 
 
 def fit(
@@ -91,7 +39,7 @@ def fit(
     patience=None,
     validate_every=25,
     seed=0,
-    progress=True,
+    progress=None,
     checkpoint_dir=None,
     checkpoint_every=100,
     resume=False,
@@ -136,7 +84,8 @@ def fit(
     :param int patience: validations without improvement before stopping (``None``: never).
     :param int validate_every: steps between validations.
     :param int seed: seed of the split and the batch order.
-    :param bool progress: show a tqdm progress bar with the current loss.
+    :param bool progress: show a tqdm progress bar with the current loss (default: only
+        when standard error is a terminal).
     :param str checkpoint_dir: folder for ``checkpoint.pt`` and ``config.json``.
     :param int checkpoint_every: steps between checkpoints.
     :param bool resume: continue from ``checkpoint_dir`` (starts fresh if it has none).
@@ -168,7 +117,7 @@ def fit(
     if patience is not None and not isinstance(validation, (tuple, list)) and not validation:
         raise ValueError("patience needs a validation split (validation > 0)")
     gen = torch.Generator().manual_seed(int(seed))
-    tasks, datasets = _prepare_data(data, validation, mode, batch_size, gen)
+    tasks, datasets = prepare_data(data, validation, mode, batch_size, gen)
     tasks = [(c, *task) for c, task in zip(critics, tasks, strict=True)]
     params = list(nn.ModuleList(critics).parameters())
     if not any(p.requires_grad for p in params):
@@ -190,7 +139,7 @@ def fit(
         "num_critics": len(critics),
         "sizes": [d.size for d in datasets],
     }
-    run = _Run(critics, tasks, datasets, loss, opt, gen, History(len(critics)))
+    run = Run(critics, tasks, datasets, loss, opt, gen, History(len(critics)))
     if checkpoint_dir is not None:
         saved = _ckpt.load_training_state(checkpoint_dir) if resume else None
         if saved is not None:
@@ -208,178 +157,6 @@ def fit(
         for c, flag in zip(critics, was_training, strict=True):
             c.train(flag)
     return run.history
-
-
-class _Dataset:
-    """Tensors (or a DataLoader) of one aligned data set, its split and its batch order."""
-
-    def __init__(self, columns=None, loader=None, held_out=None, num_columns=None):
-        self.columns, self.loader, self.held_out = columns, loader, held_out
-        self.num_columns = num_columns
-        self.size = None if columns is None else len(columns[0])
-        self.order, self.pos, self._iter = None, 0, None
-
-    def split(self, fraction, batch_size, gen):
-        n = self.size
-        n_val = int(round(fraction * n)) if self.held_out is None else 0
-        if self.held_out is None and fraction > 0 and n_val < 2:
-            raise ValueError(
-                f"validation={fraction} leaves {n_val} held-out pair(s) of {n}; "
-                "use 0 or a larger fraction"
-            )
-        perm = torch.randperm(n, generator=gen)
-        if n_val:
-            self.held_out = tuple(col[perm[:n_val]] for col in self.columns)
-        self.train_idx = perm[n_val:]
-        if batch_size > len(self.train_idx):
-            raise ValueError(
-                f"batch_size={batch_size} exceeds the {len(self.train_idx)} training pairs"
-            )
-
-    def next_batch(self, batch_size, gen):
-        if self.loader is not None:
-            return self._next_loader_batch()
-        if self.order is None or self.pos + batch_size > len(self.order):
-            self.order = self.train_idx[torch.randperm(len(self.train_idx), generator=gen)]
-            self.pos = 0
-        idx = self.order[self.pos : self.pos + batch_size]
-        self.pos += batch_size
-        return tuple(col[idx] for col in self.columns)
-
-    def _next_loader_batch(self):
-        for _ in range(2):
-            if self._iter is None:
-                self._iter = iter(self.loader)
-            try:
-                return _check_columns(next(self._iter), self.num_columns, "DataLoader batch")
-            except StopIteration:
-                self._iter = None
-        raise ValueError("data DataLoader yields no batches")
-
-
-class _Run:
-    def __init__(self, critics, tasks, datasets, loss, opt, gen, history):
-        self.critics, self.tasks, self.datasets = critics, tasks, datasets
-        self.loss, self.opt, self.gen, self.history = loss, opt, gen, history
-        self.step, self.best, self.bad, self.finished = 0, None, 0, False
-
-    def state_dict(self):
-        return {
-            "step": self.step,
-            "finished": self.finished,
-            "bad": self.bad,
-            "critics": [c.state_dict() for c in self.critics],
-            "best": self.best,
-            "optimizer": self.opt.state_dict(),
-            "generator": self.gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "order": [d.order for d in self.datasets],
-            "pos": [d.pos for d in self.datasets],
-            "history": self.history.state_dict(),
-        }
-
-    def load_state_dict(self, state):
-        try:
-            for c, sd in zip(self.critics, state["critics"], strict=True):
-                c.load_state_dict(sd)
-            self.opt.load_state_dict(state["optimizer"])
-            self.gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            for d, order, pos in zip(self.datasets, state["order"], state["pos"], strict=True):
-                d.order, d.pos = order, pos
-            self.history.load_state_dict(state["history"])
-            self.step, self.finished = state["step"], state["finished"]
-            self.best, self.bad = state["best"], state["bad"]
-        except (KeyError, RuntimeError, ValueError, TypeError) as err:
-            raise ValueError(f"checkpoint does not match this critic/data: {err}") from None
-
-
-def _train(run, config, patience, checkpoint_dir, checkpoint_every, progress):
-    steps, batch_size = config["steps"], config["batch_size"]
-    base_lr = config["lr"]
-    with tqdm(total=steps, initial=run.step, disable=not progress, desc="fit") as bar:
-        while run.step < steps and not run.finished:
-            for c in run.critics:
-                c.train()
-            lr = base_lr
-            if config["schedule"] == "cosine":
-                lr = 0.5 * base_lr * (1 + math.cos(math.pi * run.step / steps))
-            for group in run.opt.param_groups:
-                group["lr"] = lr
-            batches = [d.next_batch(batch_size, run.gen) for d in run.datasets]
-            value = sum(_task_loss(run.loss, task, batches) for task in run.tasks)
-            if not torch.isfinite(value):
-                raise FloatingPointError(
-                    f"loss became {value.item()} at step {run.step + 1}; lower lr or check the data"
-                )
-            run.opt.zero_grad(set_to_none=True)
-            value.backward()
-            run.opt.step()
-            run.step += 1
-            h = run.history
-            h.step.append(run.step)
-            h.train_loss.append(value.item())
-            h.lr.append(lr)
-            for temps, c in zip(h.temperature, run.critics, strict=True):
-                temps.append(c.temperature.item() if hasattr(c, "temperature") else math.nan)
-            if run.step % config["validate_every"] == 0 or run.step == steps:
-                _validate(run, batch_size, patience)
-            if checkpoint_dir is not None and (
-                run.step % checkpoint_every == 0 or run.step == steps or run.finished
-            ):
-                _ckpt.save_training_state(checkpoint_dir, run.state_dict(), config)
-            bar.update(1)
-            bar.set_postfix(loss=f"{h.train_loss[-1]:.4g}", refresh=False)
-    if patience is not None and run.best is not None:
-        for c, sd in zip(run.critics, run.best, strict=True):
-            c.load_state_dict(sd)
-
-
-def _validate(run, batch_size, patience):
-    if all(d.held_out is None for d in run.datasets):
-        return
-    for c in run.critics:
-        c.eval()
-    with torch.no_grad():
-        total = 0.0
-        for task in run.tasks:
-            held = run.datasets[task[1]].held_out
-            n = len(held[0])
-            size = min(batch_size, n)
-            starts = range(0, n - size + 1, size)
-            chunks = [tuple(col[i : i + size] for col in held) for i in starts]
-            # _task_loss indexes batches by data set: put each chunk at this task's slot.
-            total += sum(
-                _task_loss(run.loss, task, [None] * task[1] + [chunk]).item() for chunk in chunks
-            ) / len(chunks)
-    h = run.history
-    h.val_step.append(run.step)
-    h.val_loss.append(total)
-    if h.best_val_loss is None or total < h.best_val_loss:
-        h.best_val_loss, h.best_step, run.bad = total, run.step, 0
-        run.best = [{k: v.detach().clone() for k, v in c.state_dict().items()} for c in run.critics]
-    else:
-        run.bad += 1
-        if patience is not None and run.bad >= patience:
-            run.finished = h.stopped_early = True
-
-
-def _task_loss(loss, task, batches):
-    critic, dataset, col_x, col_y = task
-    batch = batches[dataset]
-    x = _to_param_dtype(batch[col_x], critic.encoder_x if hasattr(critic, "encoder_x") else None)
-    y = _to_param_dtype(batch[col_y], critic.encoder_y if hasattr(critic, "encoder_y") else None)
-    value = loss(critic, x, y)
-    if not isinstance(value, torch.Tensor) or value.numel() != 1:
-        raise TypeError(f"loss {loss.name!r} must return a scalar tensor")
-    return value.reshape(())
-
-
-def _to_param_dtype(x, encoder):
-    for p in encoder.parameters() if encoder is not None else ():
-        if p.is_floating_point():
-            return x.to(p.dtype)
-    return x
 
 
 def _check_critics(critic, mode):
@@ -400,65 +177,6 @@ def _check_critics(critic, mode):
     if mode == "separate" and critics[0].encoder_y is critics[1].encoder_x:
         raise ValueError("mode='separate' got one shared B encoder; use mode='shared'")
     return critics
-
-
-def _prepare_data(data, validation, mode, batch_size, gen):
-    if mode is None:
-        layout, tasks = [2], [(0, 0, 1)]
-    elif mode == "oracle":
-        layout, tasks = [3], [(0, 0, 2)]
-    elif _is_pair_of_pairs(data):
-        layout, tasks = [2, 2], [(0, 0, 1), (1, 0, 1)]
-    else:
-        layout, tasks = [3], [(0, 0, 1), (0, 1, 2)]
-    held = _split_sets(validation, layout) if isinstance(validation, (tuple, list)) else None
-    if isinstance(data, DataLoader):
-        if len(layout) != 1:
-            raise ValueError("a DataLoader must yield (a, b, c) triplets for this mode")
-        if isinstance(validation, numbers.Real) and validation:
-            raise ValueError("with a DataLoader pass validation=0 or held-out arrays")
-        datasets = [
-            _Dataset(loader=data, held_out=held[0] if held else None, num_columns=layout[0])
-        ]
-    else:
-        sets = _split_sets(data, layout, "data")
-        datasets = [
-            _Dataset(cols, held_out=held[i] if held else None) for i, cols in enumerate(sets)
-        ]
-        for ds in datasets:
-            ds.split(validation if held is None else 0.0, batch_size, gen)
-    return tasks, datasets
-
-
-def _split_sets(data, layout, name="validation"):
-    if len(layout) == 2:
-        if not _is_pair_of_pairs(data):
-            raise ValueError(f"{name} must be ((a, b), (b2, c)) like data")
-        return [_check_columns(part, 2, f"{name}[{i}]") for i, part in enumerate(data)]
-    return [_check_columns(data, layout[0], name)]
-
-
-def _is_pair_of_pairs(data):
-    return (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(p, (tuple, list)) for p in data)
-    )
-
-
-def _check_columns(columns, count, name):
-    if not isinstance(columns, (tuple, list)) or len(columns) != count:
-        raise ValueError(f"{name} must be a tuple of {count} arrays, got {type(columns).__name__}")
-    columns = tuple(
-        check_finite(as_float_tensor(c, f"{name}[{i}]"), f"{name}[{i}]")
-        for i, c in enumerate(columns)
-    )
-    lengths = [len(c) if c.dim() else 0 for c in columns]
-    if len(set(lengths)) != 1:
-        raise ValueError(f"{name} arrays have mismatched lengths {lengths}")
-    if lengths[0] < 2:
-        raise ValueError(f"{name} needs at least 2 aligned rows, got {lengths[0]}")
-    return columns
 
 
 def _make_optimizer(optimizer, params, lr, weight_decay):
@@ -499,7 +217,7 @@ def _check_options(
             raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
     if lr == 0:
         raise ValueError("lr must be positive, got 0")
-    if schedule not in (None, "cosine"):
+    if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
     if isinstance(validation, numbers.Real) and not 0 <= validation < 1:
         raise ValueError(f"validation must be a fraction in [0, 1), got {validation!r}")
@@ -515,3 +233,50 @@ def _check_config(saved, config, schedule):
     if diff:
         details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {config.get(k)!r}" for k in diff)
         raise ValueError(f"resume=True with settings that differ from the checkpoint ({details})")
+
+
+def _train(run, config, patience, checkpoint_dir, checkpoint_every, progress):
+    steps, batch_size = config["steps"], config["batch_size"]
+
+    def step_fn(lr):
+        for c in run.critics:
+            c.train()
+        for group in run.opt.param_groups:
+            group["lr"] = lr
+        batches = [d.next_batch(batch_size, run.gen) for d in run.datasets]
+        value = sum(task_loss(run.loss, task, batches) for task in run.tasks)
+        if not torch.isfinite(value):
+            return value.item()  # the loop raises, naming the step
+        run.opt.zero_grad(set_to_none=True)
+        value.backward()
+        run.opt.step()
+        return value.item()
+
+    def after_step(step):
+        run.step = step
+        if step % config["validate_every"] == 0 or step == steps:
+            validate(run, batch_size, patience)
+        if checkpoint_dir is not None and (
+            step % checkpoint_every == 0 or step == steps or run.finished
+        ):
+            _ckpt.save_training_state(checkpoint_dir, run.state_dict(), config)
+        return run.finished
+
+    if not run.finished:
+        train_loop(
+            step_fn,
+            num_steps=steps,
+            history=run.history,
+            critics=run.critics,
+            base_lr=config["lr"],
+            schedule=config["schedule"],
+            start=run.step,
+            after_step=after_step,
+            progress=progress,
+        )
+    if patience is not None and run.best is not None:
+        for c, sd in zip(run.critics, run.best, strict=True):
+            c.load_state_dict(sd)
+
+
+__all__ = ["History", "fit"]

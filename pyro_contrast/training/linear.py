@@ -8,6 +8,7 @@ from torch import nn
 
 from pyro_contrast._validation import as_float_tensor, check_finite, check_rows
 from pyro_contrast.critics import Critic
+from pyro_contrast.distributions.tilted_gaussian import optimal_bilinear_weight, optimal_l2_tilt
 
 
 class LinearFactors(NamedTuple):
@@ -39,7 +40,8 @@ def contrastive_svd(
 
     With ``whiten=True`` the SVD is of :math:`\hat\Sigma_x^{-1/2} S \hat\Sigma_y^{-1/2}` and
     the factors are multiplied by :math:`\hat\Sigma^{-1/2}` (a CCA-like solution); the marginal
-    covariances pool paired and unpaired samples, which is how unpaired data help (MATH §8);
+    covariances pool paired and unpaired samples, which is how unpaired data help
+    (:ref:`math-linear-cl`);
     this minimizes :func:`pyro_contrast.training.losses.linear_contrastive_unpaired` when
     ``ridge=0``.
     ``ridge`` adds ``ridge * trace(Σ)/d`` to each covariance before inverting it. The
@@ -104,13 +106,17 @@ def contrastive_svd(
 def optimal_bilinear_critic(x, y, *, ridge=0.0):
     r"""The population InfoNCE optimum among centred bilinear critics, from sample moments.
 
+    The weight is :func:`~pyro_contrast.distributions.tilted_gaussian.optimal_bilinear_weight`
+    of the sample moments (one implementation of the formula in the package).
+
     .. math::
 
         f(x, y) = (x - \bar x)^\top W^* (y - \bar y), \qquad
         W^* = \Sigma_{xx}^{-1}\Sigma_{xy}\Sigma_{yy}^{-1}.
 
     Its tilt :math:`p(y \mid x) = N(\bar y + \Sigma_{yy} W^{*\top}(x - \bar x), \Sigma_{yy})`
-    has the right mean :math:`E[y \mid x]` but never the conditional covariance (MATH §7).
+    has the right mean :math:`E[y \mid x]` but never the conditional covariance
+    (:ref:`math-tilted-gaussian`).
 
     **References**
 
@@ -126,7 +132,7 @@ def optimal_bilinear_critic(x, y, *, ridge=0.0):
     torch.Size([2, 2])
     """
     x, y, mean_x, mean_y, sxx, sxy, syy = _moments(x, y, ridge)
-    weight = torch.linalg.solve(sxx, sxy) @ torch.linalg.inv(syy)
+    weight = optimal_bilinear_weight(sxx, sxy, syy)
     critic = Critic(
         _centring(mean_x, x.dtype),
         _centring(mean_y, x.dtype),
@@ -141,6 +147,9 @@ def optimal_bilinear_critic(x, y, *, ridge=0.0):
 
 def optimal_l2_critic(x, y, *, ridge=0.0):
     r"""The L2 tilt whose conditional :math:`p(y \mid x)` matches the Gaussian one exactly.
+
+    The maps are :func:`~pyro_contrast.distributions.tilted_gaussian.optimal_l2_tilt` of the
+    sample moments (one implementation of the formula in the package).
 
     With :math:`f(x, y) = -\tfrac12 \lVert G(x - \bar x) - H(y - \bar y)\rVert^2` (temperature
     1) the tilted conditional is :math:`N(\Sigma H^\top G (x-\bar x), \Sigma)`,
@@ -163,14 +172,7 @@ def optimal_l2_critic(x, y, *, ridge=0.0):
     'neg_sq_l2'
     """
     x, y, mean_x, mean_y, sxx, sxy, syy = _moments(x, y, ridge)
-    cond = syy - sxy.T @ torch.linalg.solve(sxx, sxy)
-    cond_inv = torch.linalg.inv(cond)
-    precision_gain = cond_inv - torch.linalg.inv(syy)
-    precision_gain = 0.5 * (precision_gain + precision_gain.T)
-    evals, evecs = torch.linalg.eigh(precision_gain)
-    h = evecs @ torch.diag(evals.clamp(min=0).sqrt()) @ evecs.T
-    k = cond_inv @ torch.linalg.solve(sxx, sxy).T
-    g = torch.linalg.pinv(h, hermitian=True) @ k
+    g, h = optimal_l2_tilt(sxx, sxy, syy)
     dtype = x.dtype
     return Critic(
         _affine(g, -g @ mean_x, dtype), _affine(h, -h @ mean_y, dtype), similarity="neg_sq_l2"

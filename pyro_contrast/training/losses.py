@@ -254,7 +254,7 @@ def linear_contrastive_unpaired(u, v, u_unpaired=None, v_unpaired=None, *, rho=1
     :math:`\mathrm{tr}(C_u C_v)` of the embedding covariances. Substituting
     :math:`H_1 = G_1\hat\Sigma_x^{1/2}` reduces it to the plain loss on the whitened
     cross-covariance: minimizers satisfy :math:`G_1^\top G_2 = \hat\Sigma_x^{-1/2} U_r D_r
-    V_r^\top \hat\Sigma_y^{-1/2}/\rho` (MATH §8: unpaired data improve the marginal
+    V_r^\top \hat\Sigma_y^{-1/2}/\rho` (:ref:`math-linear-cl`: unpaired data improve the marginal
     covariances used to whiten), i.e. ``contrastive_svd(..., whiten=True, ridge=0)``.
 
     **References**

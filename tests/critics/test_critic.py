@@ -4,6 +4,8 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import pyro_contrast as pc
 from tests.common import assert_close
@@ -250,7 +252,9 @@ def test_data_checks_follow_pyros_validation_switch(switch):
     try:
         for call in (critic.pairwise, critic, critic.pairwise_embeddings):
             assert torch.isnan(call(nan, torch.ones(1, 2))).all()  # garbage in, no check
-        assert torch.isinf(critic.pairwise(torch.full((1, 2), 1e20), torch.full((1, 2), 1e20))).all()
+        assert torch.isinf(
+            critic.pairwise(torch.full((1, 2), 1e20), torch.full((1, 2), 1e20))
+        ).all()
     finally:
         pyro.enable_validation(True)
     with pytest.raises(ValueError, match="contains NaN"):
@@ -264,8 +268,9 @@ def test_compiles_to_one_graph_with_validation_off(similarity):
     u, v = torch.randn(4, 8), torch.randn(6, 8)
     torch._dynamo.reset()
     with pyro.validation_enabled(False):
-        compiled = torch.compile(critic.pairwise_embeddings, fullgraph=True, backend="eager")
-        assert_close(compiled(u, v), critic.pairwise_embeddings(u, v))
+        for method in (critic.pairwise, critic.pairwise_embeddings):
+            compiled = torch.compile(method, fullgraph=True, backend="eager")
+            assert_close(compiled(u, v), method(u, v))
 
 
 def test_nuts_records_divergences_instead_of_raising():
@@ -285,3 +290,59 @@ def test_nuts_records_divergences_instead_of_raising():
         mcmc = MCMC(kernel, num_samples=10, warmup_steps=0, disable_progbar=True)
         mcmc.run()
     assert mcmc.diagnostics()["divergences"]["chain 0"]
+
+
+# -- property tests: any input either gives finite scores or a ValueError/TypeError --------
+
+_SPECIAL = [0.0, -0.0, 1.0, -1.0, 1e-45, 1e-30, 1e20, -1e20, 1e38, 1e300, np.nan, np.inf, -np.inf]
+_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool]
+_DTYPES += [torch.complex64]
+
+
+@st.composite
+def _fuzzed_tensor(draw, max_rows=4, max_dim=4):
+    rows = draw(st.integers(0, max_rows))
+    dim = draw(st.integers(0, max_dim))
+    ndim = draw(st.sampled_from([1, 2, 2, 2, 3]))
+    shape = {1: (dim,), 2: (rows, dim), 3: (rows, 1, dim)}[ndim]
+    values = draw(
+        st.lists(
+            st.one_of(st.sampled_from(_SPECIAL), st.floats(-10, 10)),
+            min_size=int(np.prod(shape)),
+            max_size=int(np.prod(shape)),
+        )
+    )
+    with np.errstate(all="ignore"):
+        array = np.array(values, dtype=np.float64).reshape(shape)
+    dtype = draw(st.sampled_from(_DTYPES))
+    if dtype == torch.int64 or dtype == torch.bool:
+        array = np.nan_to_num(array, posinf=7, neginf=-7).clip(-7, 7)
+    return torch.from_numpy(array).to(dtype)
+
+
+_TEMPERATURES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e-46, 1e-38, 0.07, 1.0, 1e37, 1e38, 0, -1, True]),
+    st.just("hot"),
+)
+
+
+@given(
+    similarity=st.sampled_from(["dot", "cosine", "neg_sq_l2", "neg_l2", "bilinear"]),
+    temperature=_TEMPERATURES,
+    bias=st.booleans(),
+    method=st.sampled_from(["pairwise", "forward", "pairwise_embeddings", "score_embeddings"]),
+    u=_fuzzed_tensor(),
+    v=_fuzzed_tensor(),
+)
+def test_fuzzed_critic_inputs_give_finite_scores_or_a_clear_error(
+    similarity, temperature, bias, method, u, v
+):
+    try:
+        critic = pc.Critic.from_embeddings(similarity, temperature, bias=bias, dim_x=4, dim_y=4)
+        call = critic if method == "forward" else getattr(critic, method)
+        scores = call(u, v)
+    except (ValueError, TypeError):
+        return
+    assert isinstance(scores, torch.Tensor) and scores.dtype in (torch.float32, torch.float64)
+    assert torch.isfinite(scores).all()

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import pyro_contrast as pc
 from tests.common import assert_close
@@ -112,3 +114,52 @@ def test_value_checks_follow_pyros_validation_switch():
         pc.Bank(torch.randn(2, 2), log_weights=torch.full((2,), -float("inf")))
     with pytest.raises(ValueError, match="contains NaN"):
         pc.Bank(torch.tensor([[0.0, float("nan")]]))
+
+
+_SPECIAL = [0.0, 1.0, -1.0, 1e-45, 1e30, -1e30, 1e300, np.nan, np.inf, -np.inf]
+
+
+@st.composite
+def _fuzzed_array(draw, ndim_choices=(1, 2, 2)):
+    ndim = draw(st.sampled_from(ndim_choices))
+    shape = tuple(draw(st.integers(0, 4)) for _ in range(ndim))
+    size = int(np.prod(shape))
+    values = draw(
+        st.lists(
+            st.one_of(st.sampled_from(_SPECIAL), st.floats(-5, 5)), min_size=size, max_size=size
+        )
+    )
+    array = np.array(values, dtype=np.float64).reshape(shape)
+    dtype = draw(st.sampled_from(["float16", "float32", "float64", "int64", "complex64"]))
+    with np.errstate(all="ignore"):
+        if dtype == "int64":
+            array = np.nan_to_num(array, posinf=3, neginf=-3).clip(-3, 3)
+        return array.astype(dtype)
+
+
+@given(
+    items=_fuzzed_array(),
+    kind=st.sampled_from(["tensor", "array", "chunks"]),
+    log_weights=st.one_of(st.none(), _fuzzed_array(ndim_choices=(0, 1, 1, 2))),
+    chunk_size=st.sampled_from([1, 2, 100]),
+)
+def test_fuzzed_banks_give_finite_chunks_or_a_clear_error(items, kind, log_weights, chunk_size):
+    try:
+        source = {
+            "tensor": lambda: torch.from_numpy(items),
+            "array": lambda: items,
+            "chunks": lambda: [items[:2], items[2:]] if len(items) > 2 else [items],
+        }[kind]()
+        bank = pc.Bank(source, log_weights=log_weights)
+        chunks = list(bank.chunks(chunk_size))
+        length = len(bank)
+    except (ValueError, TypeError):
+        return
+    assert sum(chunk[0].shape[0] for chunk in chunks) == length > 0
+    for *views, weights in chunks:
+        assert all(torch.isfinite(view).all() for view in views)
+        if weights is not None:
+            assert not torch.isnan(weights).any() and (weights <= 1e-6).all()
+    if bank.log_weights is not None:
+        assert bank.log_weights.shape == (length,)
+        assert abs(torch.logsumexp(bank.log_weights.double(), 0).item()) < 1e-3

@@ -6,6 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from pyro_contrast._files import atomic_write
@@ -213,3 +215,43 @@ def test_npz_member_that_is_not_an_array(tmp_path):
         archive.writestr("notes.txt", "hello")
     with pytest.raises(ValueError, match="'notes.txt' is not an array"):
         read_embedding_file(str(path))
+
+
+def _valid_file(folder, extension):
+    rng = np.random.default_rng(0)
+    arrays = {"ab": rng.normal(size=(6, 3)).astype(np.float32), "positives": np.arange(6)}
+    path = str(folder / f"valid{extension}")
+    if extension == ".npz-compressed":
+        path = str(folder / "valid.npz")
+        np.savez_compressed(path, **arrays, temperature=0.5)
+    else:
+        _write(path, arrays if extension != ".npy" else {"ab": arrays["ab"]}, {"temperature": 0.5})
+    with open(path, "rb") as handle:
+        return os.path.splitext(path)[1], handle.read()
+
+
+@given(
+    extension=st.sampled_from([".npy", ".npz", ".npz-compressed", ".safetensors", ".pt"]),
+    keep=st.floats(0, 1),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=3),
+)
+def test_fuzzed_embedding_files_read_finite_or_raise(tmp_path_factory, extension, keep, flips):
+    folder = tmp_path_factory.mktemp("fuzz")
+    suffix, data = _valid_file(folder, extension)
+    data = bytearray(data[: max(0, round(keep * len(data)))] if keep < 0.95 else data)
+    if suffix != ".pt":  # a flipped storage size in a torch pickle is torch's own business
+        for where, value in flips:
+            if data:
+                data[min(int(where * len(data)), len(data) - 1)] = value
+    path = folder / f"fuzzed{suffix}"
+    path.write_bytes(bytes(data))
+    try:
+        content = read_embedding_file(str(path))
+        for key in content.arrays:
+            try:
+                value = content.embeddings(key)
+            except (ValueError, TypeError):
+                continue
+            assert value.dtype in (torch.float32, torch.float64) and torch.isfinite(value).all()
+    except (ValueError, TypeError):
+        pass

@@ -10,6 +10,8 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pyro_contrast._files import FolderExistsError
 from pyro_contrast.studies.compare import compare
@@ -36,11 +38,7 @@ def test_compare_matches_function():
     study = _study()
     result = study.compare(num_bootstrap=50, ks=(1, 3))
     expected = compare(
-        study.scores_by_method,
-        truth=study.truth,
-        positives=study.positives,
-        num_bootstrap=50,
-        ks=(1, 3),
+        study.scores_by_method, study.truth, study.positives, num_bootstrap=50, ks=(1, 3)
     )
     pd.testing.assert_frame_equal(result.table, expected.table)
 
@@ -277,12 +275,17 @@ def test_compressed_scores_bomb_refused_before_reading(tmp_path):
 
 
 def _save_in_child(study, folder, barrier, results, tag):
+    write = Study._write
+
+    def write_then_wait(self, *args):
+        write(self, *args)
+        barrier.wait(timeout=30)  # both have passed the entry check and staged their files
+
+    Study._write = write_then_wait
     try:
         study.save(folder)
-        barrier.wait(timeout=30)
         results.put((tag, "won"))
     except FolderExistsError as error:
-        barrier.wait(timeout=30)
         results.put((tag, str(error)))
 
 
@@ -353,3 +356,66 @@ def test_replacement_killed_at_random_times_is_old_or_new(tmp_path):
         outcomes.append((process.exitcode, which))
     print(f"one save took {duration * 1e3:.1f} ms; (exit code, study) per trial: {outcomes}")
     assert any(code == -signal.SIGKILL for code, _ in outcomes)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_files_follow_the_umask(tmp_path, mask):
+    """Study folders were 0700 and their files 0600 whatever the umask."""
+    study = _study()
+    previous = os.umask(mask)
+    try:
+        study.save(tmp_path / "new", result=study.compare(num_bootstrap=0))
+        (tmp_path / "old").mkdir(mode=0o777)
+        study.save(tmp_path / "old", overwrite=True)
+    finally:
+        os.umask(previous)
+    for folder in (tmp_path / "new", tmp_path / "old"):
+        assert os.stat(folder).st_mode & 0o777 == 0o777 & ~mask
+        for path in folder.iterdir():
+            assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask, path.name
+
+
+_JSON_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 3),
+        st.floats(allow_nan=False),
+        st.sampled_from(["exact", "direct", "scores.npz", "pyro_contrast.Study"]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=2)
+    ),
+    max_leaves=5,
+)
+
+
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(["format", "version", "methods", "metadata", "files"]),
+        _JSON_VALUES,
+        max_size=2,
+    ),
+    version_1=st.booleans(),
+    keep=st.one_of(st.just(1.0), st.floats(0, 1)),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=2),
+)
+def test_fuzzed_study_folders_load_or_raise(tmp_path_factory, changes, version_1, keep, flips):
+    folder = tmp_path_factory.mktemp("fuzz") / "s"
+    Study({"exact": np.eye(3), "direct": np.ones((3, 3))}, positives=np.arange(3)).save(folder)
+    if version_1:
+        _as_version_1(folder)
+    path = folder / "study.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    scores = bytearray((folder / "scores.npz").read_bytes())
+    scores = scores[: round(keep * len(scores))]
+    for where, value in flips:
+        if scores:
+            scores[min(int(where * len(scores)), len(scores) - 1)] = value
+    (folder / "scores.npz").write_bytes(bytes(scores))
+    try:
+        study = Study.load(folder)
+    except (ValueError, TypeError):
+        return
+    for value in study.scores_by_method.values():
+        assert np.isfinite(value).all()

@@ -5,6 +5,8 @@ import tracemalloc
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from pyro_contrast.critics import Critic
@@ -318,3 +320,60 @@ def test_declared_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "MAX_PARAMETERS", 7)
     with pytest.raises(ValueError, match="over the limit of 7"):
         load_critic(good)
+
+
+_JSON_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**40), 2**40),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.sampled_from(["linear", "sequential", "identity", "relu", "float16", "bilinear"]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_SPEC_PATHS = [
+    ("similarity",),
+    ("temperature",),
+    ("dtype",),
+    ("dim_x",),
+    ("version",),
+    ("encoder_x",),
+    ("encoder_x", "in_features"),
+    ("encoder_x", "out_features"),
+    ("encoder_x", "bias"),
+    ("encoder_y", "type"),
+    ("tied",),
+]
+
+
+@given(
+    changes=st.lists(st.tuples(st.sampled_from(_SPEC_PATHS), _JSON_VALUES), max_size=3),
+    keep=st.one_of(st.just(1.0), st.floats(0, 1)),
+)
+def test_fuzzed_critic_files_load_or_raise(tmp_path_factory, changes, keep):
+    folder = tmp_path_factory.mktemp("fuzz")
+    good = folder / "good.pt"
+    save_critic(Critic(nn.Linear(3, 2), nn.Linear(3, 2), "dot", 0.5, bias=True), good)
+    payload = torch.load(good, weights_only=True)
+    spec = json.loads(payload["spec"])
+    for path, value in changes:
+        target = spec
+        for key in path[:-1]:
+            target = target.get(key) if isinstance(target, dict) else None
+        if isinstance(target, dict):  # an earlier change may have replaced the encoder
+            target[path[-1]] = value
+    payload["spec"] = json.dumps(spec)
+    fuzzed = folder / "fuzzed.pt"
+    torch.save(payload, fuzzed)
+    data = fuzzed.read_bytes()
+    fuzzed.write_bytes(data[: round(keep * len(data))])
+    try:
+        critic = load_critic(fuzzed)
+    except ValueError:
+        return
+    scores = critic.pairwise(torch.randn(4, 3), torch.randn(5, 3))
+    assert torch.isfinite(scores).all()
