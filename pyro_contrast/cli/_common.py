@@ -9,11 +9,14 @@ import os
 import sys
 import warnings
 
+from pyro_contrast.marginals.bridge import MIN_NORMALIZER_ITEMS
+
 # Exit codes: 0 done, 2 bad input (argparse's convention for usage errors).
 USAGE_ERROR = 2
 # The exact bridge's C normalizer is a Monte Carlo average over C items; below a few hundred
-# it is noisy (issue 13 measured 60% vs 88% recall@1 between 32 and 5,000 items).
-FEW_NORMALIZER_ITEMS = 300
+# it is noisy (issue 13 measured 60% vs 88% recall@1 between 32 and 5,000 items). The library
+# warns below the same count; the commands say it in their own words (--c-bank).
+FEW_NORMALIZER_ITEMS = MIN_NORMALIZER_ITEMS
 
 
 class UsageError(ValueError):

@@ -5,7 +5,9 @@ again from a study's ``study.json``) and ``demo`` (which writes its scenes' embe
 same files and reads them back through the same code).
 """
 
+import contextlib
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 from pyro_contrast.cli._common import FEW_NORMALIZER_ITEMS, UsageError
 from pyro_contrast.critics import Critic
 from pyro_contrast.marginals.bank import Bank
-from pyro_contrast.marginals.bridge import Bridge
+from pyro_contrast.marginals.bridge import Bridge, SmallNormalizerWarning
 from pyro_contrast.studies.io import read_embedding_file
 from pyro_contrast.studies.metrics import grouped_candidates
 
@@ -171,23 +173,31 @@ def select_methods(text, inputs, similarity, marginal):
     return list(dict.fromkeys(requested)), {}
 
 
-def normalizer_note(inputs, group_size=None):
-    """A notice when the exact bridge's C normalizer rests on fewer than a few hundred items."""
-    if inputs.c_bank is not None:
-        size = inputs.c_bank.shape[0]
-        if size < FEW_NORMALIZER_ITEMS:
-            return (
-                f"note: the C bank has only {size} items; exact's C normalizer is noisy "
-                f"below a few hundred ({FEW_NORMALIZER_ITEMS}+ recommended)"
-            )
-        return None
-    size = group_size or inputs.candidates.shape[0]
-    if size < FEW_NORMALIZER_ITEMS:
+def normalizer_note(num_candidates, c_bank_size=None, flag="--c-bank"):
+    """A notice when the exact bridge's C normalizer rests on fewer than a few hundred items
+    (``None`` otherwise): ``c_bank_size`` C items, or else the ``num_candidates``."""
+    if c_bank_size is not None:
+        if c_bank_size >= FEW_NORMALIZER_ITEMS:
+            return None
         return (
-            f"note: exact normalizes C over the {size} candidates only; pass --c-bank FILE "
-            f"with a few hundred or more C embeddings for a stable normalizer"
+            f"note: the C bank has only {c_bank_size} items ({flag}); exact's C normalizer is "
+            f"noisy below a few hundred ({FEW_NORMALIZER_ITEMS} or more recommended)"
         )
-    return None
+    if num_candidates >= FEW_NORMALIZER_ITEMS:
+        return None
+    return (
+        f"note: exact normalizes C over the {num_candidates} candidates only; pass {flag} FILE "
+        "with a few hundred or more C embeddings for a stable normalizer"
+    )
+
+
+def _c_bank_size(inputs):
+    return None if inputs.c_bank is None else inputs.c_bank.shape[0]
+
+
+def study_normalizer_note(inputs, group_size=None):
+    """:func:`normalizer_note` for a study's inputs."""
+    return normalizer_note(group_size or inputs.candidates.shape[0], _c_bank_size(inputs))
 
 
 def score(bridge, queries, candidates, methods, group_size=None):
@@ -195,7 +205,7 @@ def score(bridge, queries, candidates, methods, group_size=None):
     the candidates of its own group of ``group_size`` (aligned files, as in Che & Eysenbach's
     evaluation), otherwise against all candidates."""
     scores = {}
-    with torch.no_grad():
+    with torch.no_grad(), quiet_normalizer():
         for method in methods:
             if group_size is None:
                 scores[method] = bridge.log_ratio(queries, candidates, method=method)
@@ -211,6 +221,15 @@ def score(bridge, queries, candidates, methods, group_size=None):
                 scores[method] = torch.cat(blocks)
             scores[method] = scores[method].double().numpy()
     return scores
+
+
+@contextlib.contextmanager
+def quiet_normalizer():
+    """Silence the library's few-items warning: the commands print :func:`normalizer_note`,
+    which names their own flag (``--c-bank``), once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallNormalizerWarning)
+        yield
 
 
 def check_groups(inputs, group_size):

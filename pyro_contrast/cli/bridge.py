@@ -171,7 +171,7 @@ def run(args):
         raise UsageError(f"unknown reference {args.reference!r}; methods are {sorted(known)}")
     _warn_default_temperatures(inputs)
     if "exact" in methods:
-        message = _inputs.normalizer_note(inputs, args.group_size)
+        message = _inputs.study_normalizer_note(inputs, args.group_size)
         if message:
             _common.note(NAME, message)
 

@@ -4,9 +4,9 @@ On the linear-Gaussian chain A - B - C, whose likelihood ratio p(c|a)/p(c) is kn
 the demo trains contrastive models on (A, B) pairs and, separately, (B, C) pairs - never an
 (A, C) pair - in two scenes:
 
-  shared    critics A-B and B-C share one B encoder;
-  separate  two separately trained models, each with its own B encoder (as when bridging
-            two pretrained models, e.g. image-text and text-audio, through text).
+- shared: critics A-B and B-C share one B encoder;
+- separate: two separately trained models, each with its own B encoder (as when bridging
+  two pretrained models, e.g. image-text and text-audio, through text).
 
 Each held-out query from A is scored against K candidates from C (its true partner among
 them) by the truth, the exact bridge over a bank of B items (C normalized over a bank of C
@@ -237,6 +237,9 @@ def run_scenes(args, stage):
     options = dict(num_bootstrap=args.num_bootstrap, seed=args.seed)
     if args.raw_calibration:
         options["center_calibration"] = False
+    message = _inputs.normalizer_note(args.num_candidates, args.c_bank_size, flag="--c-bank-size")
+    if message:
+        _common.note(NAME, message)
     for index, name in enumerate(_scenes.SCENES):
         if not args.quiet:
             _common.note(NAME, f"training scene {index + 1}/2 ({name}) ...")

@@ -121,14 +121,15 @@ def diagnose_study(bridge_, inputs, group_size, *, alpha, num_bootstrap, seed):
             "shortcut to diagnose"
         )
     candidates = inputs.candidates if group_size is None else inputs.candidates[:group_size]
-    return diagnose(
-        bridge_,
-        inputs.queries,
-        candidates,
-        alpha=alpha,
-        num_bootstrap=num_bootstrap,
-        generator=seed,
-    )
+    with _inputs.quiet_normalizer():
+        return diagnose(
+            bridge_,
+            inputs.queries,
+            candidates,
+            alpha=alpha,
+            num_bootstrap=num_bootstrap,
+            generator=seed,
+        )
 
 
 def run_diagnose(args):
@@ -142,6 +143,9 @@ def run_diagnose(args):
         raise UsageError(f"{args.out} already exists (pass --force to replace it)")
     study = Study.load(args.study)
     bridge_, inputs = rebuild(args.study, study.metadata)
+    message = _inputs.study_normalizer_note(inputs, study.metadata.get("group_size"))
+    if message:
+        _common.note("diagnose", message)
     report = diagnose_study(
         bridge_,
         inputs,

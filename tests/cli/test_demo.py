@@ -22,7 +22,7 @@ TINY = [
     "--bank-size",
     "64",
     "--c-bank-size",
-    "64",
+    "256",
     "--steps",
     "10",
     "--batch-size",
@@ -171,6 +171,14 @@ def test_default_demo_tells_the_story_the_readme_shows(tmp_path, monkeypatch, ca
     assert separate["estimates"]["direct"]["recall@1"] < 2 / 32
     assert "chance level" in " ".join(separate["verdict"])
     assert_matches_readme(printed)
+
+
+def test_small_c_bank_is_flagged_once(tmp_path, capsys):
+    argv = ["demo", "--out", str(tmp_path / "out"), "--no-plots", *TINY, "--c-bank-size", "50"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("C bank has only 50 items (--c-bank-size)") == 1
+    assert "warning" not in err  # the library's own warning is not repeated
 
 
 def test_console_script_help():
