@@ -275,3 +275,17 @@ def test_piped_into_head(tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""
     assert run.stdout.startswith("24 queries x 24 candidates") and run.stdout.count("\n") == 1
+
+
+def test_unusable_out_is_refused_before_any_work(tmp_path, capsys, no_work):
+    (tmp_path / "file").write_text("x")
+    paths = _files(tmp_path)
+    for argv, message in [
+        (["demo", "--out", str(tmp_path / "file"), *TINY], "exists and is not a folder"),
+        (["demo", "--out", str(tmp_path / "no" / "out"), *TINY], "parent folder"),
+        (_bridge(paths, tmp_path / "file"), "exists and is not a folder"),
+        (_bridge(paths, tmp_path / "no" / "out"), "parent folder"),
+    ]:
+        assert _code(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
