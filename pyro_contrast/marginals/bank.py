@@ -27,8 +27,8 @@ class Bank(nn.Module):
 
     Optional ``log_weights`` (unnormalized) weight the items:
     :math:`p(m \mid x) \propto w_m \exp f(x, b_m)`; the default is uniform. They are
-    normalized in float64 (``bank.log_weights`` has ``logsumexp == 0``, in the dtype given),
-    so adding a constant to them changes nothing. They must not be NaN or :math:`+\infty`
+    normalized and kept in float64 (``bank.log_weights`` has ``logsumexp == 0``), so adding a
+    constant to them changes nothing. They must not be NaN or :math:`+\infty`
     nor all :math:`-\infty`, and must have one entry per item (for an iterable bank,
     checked on the first full pass); the value checks follow Pyro's validation switch.
 
@@ -214,7 +214,7 @@ def _normalized(log_weights):
             raise ValueError("log_weights contains NaN or +inf")
         if total == -math.inf:
             raise ValueError("log_weights are all -inf: every item has zero weight")
-    return (wide - total).to(log_weights.dtype)
+    return wide - total
 
 
 def _to_tensor(chunk, name):
