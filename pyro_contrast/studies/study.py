@@ -68,7 +68,7 @@ class Study:
     def compare(self, **kwargs):
         """:func:`pyro_contrast.studies.compare` on this study's scores (keywords passed on)."""
 
-        return compare(self.scores_by_method, self.truth, self.positives, **kwargs)
+        return compare(self.scores_by_method, truth=self.truth, positives=self.positives, **kwargs)
 
     def save(self, folder, *, result=None, overwrite=False, plots=True):
         """Write the study folder, all at once.

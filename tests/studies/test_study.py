@@ -38,7 +38,11 @@ def test_compare_matches_function():
     study = _study()
     result = study.compare(num_bootstrap=50, ks=(1, 3))
     expected = compare(
-        study.scores_by_method, study.truth, study.positives, num_bootstrap=50, ks=(1, 3)
+        study.scores_by_method,
+        truth=study.truth,
+        positives=study.positives,
+        num_bootstrap=50,
+        ks=(1, 3),
     )
     pd.testing.assert_frame_equal(result.table, expected.table)
 
