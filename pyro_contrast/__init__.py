@@ -7,6 +7,7 @@ The folders are the layers, each importing only those below it: :mod:`~pyro_cont
 """
 
 from pyro_contrast import _compat, diagnostics, distributions, ops, sim
+from pyro_contrast._files import FolderExistsError
 from pyro_contrast.critics import Critic
 from pyro_contrast.diagnostics import diagnose
 from pyro_contrast.distributions import (
@@ -39,6 +40,7 @@ __all__ = [
     "ComparisonResult",
     "ContrastiveConditional",
     "Critic",
+    "FolderExistsError",
     "SmallNormalizerWarning",
     "SphereReparam",
     "Study",

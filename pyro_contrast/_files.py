@@ -21,9 +21,10 @@ The caller writes everything into a fresh *stage* folder; on success the stage b
   point. Then it *rolls forward*: every old entry is moved into a trash folder, every new entry
   is moved up into ``out``, and the commit folder is deleted.
 
-Readers go through :func:`folder_entries`: while a commit folder with its manifest exists, the
-folder's content is the manifest's entries, each taken from the commit folder if still there,
-else from ``out``, so a writer killed during the roll-forward still shows the whole new
+Readers go through :func:`folder_entries`, inside :func:`reading_folder` (a shared lock that
+holds publishers off while they read several files). While a commit folder with its manifest
+exists, the folder's content is the manifest's entries, each taken from the commit folder if
+still there, else from ``out``, so a writer killed during the roll-forward still shows the new
 content, and the next writer (under the lock) finishes its roll-forward. Entries whose names
 start with ``.pyro-contrast-`` are this protocol's own and are invisible to readers; stage
 leftovers of dead writers (a stage is ``flock``-ed by its live writer) are deleted by later
@@ -51,6 +52,9 @@ _STAGE = _PREFIX + "stage-"
 _COMMIT = _PREFIX + "commit"
 _TRASH = _PREFIX + "trash"
 _MANIFEST = _PREFIX + "manifest.json"
+# Stages this process is writing: publishing into one of them (a staged study saved inside
+# a larger stage) needs no lock, and taking one would wait on our own liveness lock forever.
+_OWN_STAGES = set()
 
 
 class FolderExistsError(FileExistsError):
@@ -147,6 +151,8 @@ def staged_folder(out, *, force=False):
     stage_prefix = _STAGE if existed else f"{_STAGE}{os.path.basename(out)}."
     _clean_stages(home, stage_prefix)
     stage, lock = _make_stage(home, stage_prefix)
+    own = os.path.realpath(stage)
+    _OWN_STAGES.add(own)
     try:
         yield Path(stage)
         _sync_tree(stage)
@@ -155,6 +161,7 @@ def staged_folder(out, *, force=False):
         else:
             _publish_beside(stage, out, force)
     finally:
+        _OWN_STAGES.discard(own)
         if os.path.lexists(stage):
             shutil.rmtree(stage, ignore_errors=True)
         os.close(lock)
@@ -180,6 +187,29 @@ def folder_entries(out):
         staged = os.path.join(commit, name)
         entries[name] = staged if os.path.lexists(staged) else os.path.join(out, name)
     return entries
+
+
+@contextmanager
+def reading_folder(out):
+    """Hold off publishers of ``out`` while reading it (a shared ``flock``; best effort).
+
+    :func:`staged_folder` publishes under an exclusive lock of ``out``, so files read inside
+    this context all come from one version of the folder.
+    """
+    try:
+        descriptor = os.open(out, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_SH)
+            except OSError:
+                pass  # no flock here: readers fall back on checking what they read
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _not_empty(out):
@@ -216,7 +246,8 @@ def _publish_beside(stage, out, force):
 def _publish_inside(stage, out, force):
     descriptor = os.open(out, os.O_RDONLY)
     try:
-        _lock(descriptor)
+        if os.path.realpath(out) not in _OWN_STAGES:
+            _lock(descriptor)
         _roll_forward(out)  # a writer killed after its commit: finish its work first
         if not force and folder_entries(out):
             raise _not_empty(out)

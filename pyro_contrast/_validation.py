@@ -10,6 +10,9 @@ no Python branch on tensor values: no host synchronization, and nothing that bre
 ``torch.compile(fullgraph=True)`` graph.
 """
 
+import contextlib
+import warnings
+
 import numpy as np
 import torch
 from torch.distributions import Distribution
@@ -35,6 +38,21 @@ def as_float_tensor(value, name):
     if value.dtype in (torch.float16, torch.bfloat16):
         value = value.float()
     return value
+
+
+@contextlib.contextmanager
+def ignore_jit_warnings():
+    """Silence ``torch.jit.TracerWarning`` from shape checks while a model is traced.
+
+    The same convention as Pyro's ``pyro.util.ignore_jit_warnings``: a check of static
+    shapes is valid for the traced example, and the trace is specialized to those shapes.
+    """
+    if not torch.jit.is_tracing():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
 
 
 def is_validation_enabled():

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pyro_contrast._files import FolderExistsError, atomic_write, folder_entries, staged_folder
+from pyro_contrast._files import (
+    FolderExistsError,
+    atomic_write,
+    folder_entries,
+    reading_folder,
+    staged_folder,
+)
 
 _fork = multiprocessing.get_context("fork")
 
@@ -318,6 +324,7 @@ def test_kill_at_every_step_leaves_old_or_new(fast_path):
             break
         step += 1
     assert outcomes[0] is False and outcomes[-1] is True
+    print(f"killed at each of {step} file-system mutations; new from step {outcomes.index(True)}")
     assert step > 5  # the protocol really was interrupted in its publish steps
 
 
@@ -350,3 +357,45 @@ def test_sigkill_at_random_times_leaves_old_or_new(fast_path):
     )
     # interrupted runs happened, and each left the old or the new study (checked above)
     assert any(code == -signal.SIGKILL for code, _ in outcomes)
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_a_staged_folder_inside_a_stage(tmp_path, exists):
+    """A study saved into a larger stage (the demo's results folder) publishes with it."""
+    out = tmp_path / "study"
+    if exists:
+        with staged_folder(out) as stage:
+            _write(stage, "old")
+    with staged_folder(out, force=True) as stage:
+        with staged_folder(stage) as same:  # the (empty) stage itself
+            _write(same, "new")
+        with staged_folder(stage / "inner") as inner:  # a new folder inside the stage
+            _write(inner, "inner")
+    assert sorted(folder_entries(out)) == sorted(
+        ["file0.txt", "file1.txt", "file2.txt", "inner", "only-new.txt", "sub"]
+    )
+    assert (out / "inner" / "only-inner.txt").read_text() == "inner"
+    assert not any(name.startswith(".") for name in os.listdir(out))
+
+
+def _replace_when_told(out, go):
+    with staged_folder(out, force=True) as stage:
+        _write(stage, "new")
+        go.wait(timeout=30)
+    os._exit(0)
+
+
+def test_publishers_wait_for_readers(tmp_path):
+    out = tmp_path / "study"
+    with staged_folder(out) as stage:
+        _write(stage, "old")
+    go = _fork.Event()
+    # started first: a forked child would share (and keep) the reader's lock
+    process = _fork.Process(target=_replace_when_told, args=(out, go))
+    process.start()
+    with reading_folder(out):
+        go.set()
+        time.sleep(0.3)
+        assert _content(out) == _expected("old")  # the publisher is waiting for us
+    process.join(timeout=30)
+    assert process.exitcode == 0 and _content(out) == _expected("new")

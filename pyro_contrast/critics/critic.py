@@ -6,7 +6,7 @@ import numbers
 import torch
 from torch import nn
 
-from pyro_contrast._validation import as_float_tensor, check_finite
+from pyro_contrast._validation import as_float_tensor, check_finite, ignore_jit_warnings
 
 SIMILARITIES = ("dot", "cosine", "neg_sq_l2", "neg_l2", "bilinear")
 
@@ -162,7 +162,8 @@ class Critic(nn.Module):
         return self._scores(u, v)
 
     def _scores(self, u, v):
-        u, v = self._check_embeddings(u, v)
+        with ignore_jit_warnings():
+            u, v = self._check_embeddings(u, v)
         if self.similarity == "bilinear":
             sim = ((u @ self.weight.to(u.dtype)) * v).sum(-1)
         elif self.similarity == "neg_sq_l2":
@@ -186,7 +187,8 @@ class Critic(nn.Module):
         return self._pairwise(u, v, chunk_size)
 
     def _pairwise(self, u, v, chunk_size):
-        u, v = self._check_embeddings(u, v, pairwise=True)
+        with ignore_jit_warnings():
+            u, v = self._check_embeddings(u, v, pairwise=True)
         chunk = _check_chunk(chunk_size)
         # The temperature is folded into the (small) query side, so each block of scores is
         # one GEMM and at most one elementwise pass: banks make these matrices large.
@@ -203,8 +205,10 @@ class Critic(nn.Module):
         if self.similarity != "neg_l2":
             u = u * inverse_t
         blocks = []
-        for start in range(0, max(u.shape[0], 1), chunk):
-            scores = u[start : start + chunk] @ v.T
+        # A traced model is specialized to its example's shapes: one block, no Python loop.
+        tracing = torch.jit.is_tracing()
+        for start in [0] if tracing else range(0, max(u.shape[0], 1), chunk):
+            scores = (u if tracing else u[start : start + chunk]) @ v.T
             if self.similarity == "neg_sq_l2":
                 # Rounding can make a distance negative; the score is never positive.
                 scores = scores.clamp_(max=0) if not scores.requires_grad else scores.clamp(max=0)

@@ -7,7 +7,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyro_contrast._validation import as_float_tensor, check_finite, is_validation_enabled
+from pyro_contrast._validation import (
+    as_float_tensor,
+    check_finite,
+    ignore_jit_warnings,
+    is_validation_enabled,
+)
 
 DEFAULT_CHUNK_SIZE = 16384
 
@@ -27,8 +32,8 @@ class Bank(nn.Module):
 
     Optional ``log_weights`` (unnormalized) weight the items:
     :math:`p(m \mid x) \propto w_m \exp f(x, b_m)`; the default is uniform. They are
-    normalized in float64 (``bank.log_weights`` has ``logsumexp == 0``, in the dtype given),
-    so adding a constant to them changes nothing. They must not be NaN or :math:`+\infty`
+    normalized and kept in float64 (``bank.log_weights`` has ``logsumexp == 0``), so adding a
+    constant to them changes nothing. They must not be NaN or :math:`+\infty`
     nor all :math:`-\infty`, and must have one entry per item (for an iterable bank,
     checked on the first full pass); the value checks follow Pyro's validation switch.
 
@@ -47,6 +52,11 @@ class Bank(nn.Module):
 
     def __init__(self, items=None, *, views=None, log_weights=None):
         super().__init__()
+        # shape checks of a bank built inside a traced model are valid for the trace
+        with ignore_jit_warnings():
+            self._build(items, views, log_weights)
+
+    def _build(self, items, views, log_weights):
         if (items is None) == (views is None):
             raise ValueError("Bank needs exactly one of items or views=")
         if views is not None:
@@ -214,7 +224,7 @@ def _normalized(log_weights):
             raise ValueError("log_weights contains NaN or +inf")
         if total == -math.inf:
             raise ValueError("log_weights are all -inf: every item has zero weight")
-    return (wide - total).to(log_weights.dtype)
+    return wide - total
 
 
 def _to_tensor(chunk, name):

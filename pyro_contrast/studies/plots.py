@@ -105,7 +105,7 @@ def plot_scores_vs_reference(
 
 
 def plot_calibration(
-    scores_by_method, reference, *, num_bins=10, center=False, path=None, overwrite=False
+    scores_by_method, reference, *, num_bins=10, center=True, path=None, overwrite=False
 ):
     """Binned calibration of log ratios: mean reference score per bin of method score.
 
@@ -115,7 +115,9 @@ def plot_calibration(
     :param dict scores_by_method: method name → ``(N, K)`` scores.
     :param reference: ``(N, K)`` reference scores, or the name of a method.
     :param int num_bins: number of quantile bins.
-    :param bool center: subtract each query's mean score first (within-query contrasts).
+    :param bool center: subtract each query's mean score first (within-query contrasts; the
+        default, since a critic is defined only up to a term in the query); ``False`` plots
+        the raw scores.
     :param str path: optional destination.
     :param bool overwrite: replace an existing ``path``.
     :returns: :class:`~matplotlib.figure.Figure` with one axes, one error bar series per
@@ -151,8 +153,9 @@ def plot_calibration(
         extremes += [mean_x.min(), mean_x.max(), mean_y.min(), mean_y.max()]
     low, high = float(min(extremes)), float(max(extremes))
     ax.plot([low, high], [low, high], color="black", linewidth=0.8, linestyle="--")
-    ax.set_xlabel("method log ratio (bin mean)")
-    ax.set_ylabel(f"{name} log ratio (bin mean)")
+    centred = ", centred per query" if center else ""
+    ax.set_xlabel(f"method log ratio (bin mean{centred})")
+    ax.set_ylabel(f"{name} log ratio (bin mean{centred})")
     ax.legend(fontsize="small")
     return _finish(figure, path, overwrite)
 

@@ -1,14 +1,17 @@
 """The result of a comparison: a metrics table with intervals.
 
 :class:`ComparisonResult` is what :func:`pyro_contrast.studies.compare.compare` returns: a tidy
-table (method, metric, estimate, lower, upper) that prints as a wide table and saves to JSON
-or netCDF.
+table (method, metric, estimate, lower, upper) that prints with one column per method (fitted
+to the terminal), renders as HTML in notebooks and saves to JSON or netCDF.
 """
 
+import html
 import io
 import json
 import math
 import os
+import shutil
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -27,10 +30,11 @@ class ComparisonResult:
         upper``.
     :param dict attrs: how it was computed (reference, number of queries, replicates...).
 
-    >>> result = ComparisonResult.from_rows([("exact", "mrr", 0.5, 0.4, 0.6)])
+    >>> result = ComparisonResult.from_rows(
+    ...     [("exact", "mrr", 0.5, 0.4, 0.6), ("direct", "mrr", 0.25, 0.2, 0.3)])
     >>> print(result.to_string(header=False))
-                            mrr
-    exact  0.500 [0.400, 0.600]
+                   exact        direct
+    mrr     0.500 ±0.100  0.250 ±0.050
     """
 
     def __init__(self, table, *, attrs=None):
@@ -77,43 +81,118 @@ class ComparisonResult:
         frame = self.table.pivot(index="method", columns="metric", values=value)
         return frame.loc[self.methods, self.metrics].rename_axis(columns=None)
 
-    def to_string(self, *, digits=3, line_width=100, header=True):
-        """The table as text: methods as rows, ``estimate [lower, upper]`` cells."""
+    def to_string(self, *, metrics=None, methods=None, width=None, digits=3, header=True):
+        """The table as text: one column per method, one row per metric.
 
-        def cell(estimate, lower, upper):
-            if math.isnan(lower) and math.isnan(upper):
-                return f"{estimate:.{digits}f}"
-            return f"{estimate:.{digits}f} [{lower:.{digits}f}, {upper:.{digits}f}]"
+        Each cell is ``estimate ±h`` with ``h`` half the width of the bootstrap interval (the
+        interval itself is in :attr:`table`). Methods that do not fit in ``width`` columns go
+        to further blocks below, each repeating the metric names.
 
-        estimate, lower, upper = (self.wide(v) for v in ("estimate", "lower", "upper"))
-        cells = pd.DataFrame(
-            [
-                [cell(*values) for values in zip(*rows, strict=True)]
-                for rows in zip(estimate.values, lower.values, upper.values, strict=True)
-            ],
-            index=self.methods,
-            columns=self.metrics,
+        :param metrics: rows to show (default: all, in table order).
+        :param methods: columns to show (default: all, in table order).
+        :param int width: line width (default: the terminal's, at least 80).
+        :param int digits: decimals of values below 10 (larger values get fewer).
+        :param bool header: start with a line saying what the numbers are.
+        :returns: str.
+        """
+        metrics = self._select(metrics, self.metrics, "metrics")
+        methods = self._select(methods, self.methods, "methods")
+        if width is None:
+            width = max(80, shutil.get_terminal_size((100, 24)).columns)
+        estimate, lower, upper = (
+            self.wide(v).loc[methods, metrics] for v in ("estimate", "lower", "upper")
         )
-        text = cells.to_string(line_width=line_width)
-        if not header:
-            return text
+        cells = {
+            method: [
+                _cell(estimate.at[method, m], lower.at[method, m], upper.at[method, m], digits)
+                for m in metrics
+            ]
+            for method in methods
+        }
+        label_width = max(len("metric"), *(len(m) for m in metrics))
+        widths = {m: max(len(m), *(len(c) for c in cells[m])) for m in methods}
+        blocks, current, used = [], [], label_width
+        for method in methods:
+            if current and used + 2 + widths[method] > width:
+                blocks.append(current)
+                current, used = [], label_width
+            current.append(method)
+            used += 2 + widths[method]
+        blocks.append(current)
+        lines = []
+        for block in blocks:
+            if lines:
+                lines.append("")
+            lines.append("".ljust(label_width) + "".join(f"  {m:>{widths[m]}}" for m in block))
+            for i, metric in enumerate(metrics):
+                lines.append(
+                    metric.ljust(label_width)
+                    + "".join(f"  {cells[m][i]:>{widths[m]}}" for m in block)
+                )
+        if header:
+            lines = textwrap.wrap(self.describe(metrics), width) + lines
+        return "\n".join(lines)
+
+    def describe(self, metrics=None):
+        """One sentence saying what the table's numbers are (queries, reference, intervals).
+
+        :param metrics: the metrics shown (default: all); calibration is described only
+            when shown.
+        """
         attrs = self.attrs
-        lines = [
-            f"reference: {attrs.get('reference')}; {attrs.get('num_queries', '?')} queries"
-            f" x {attrs.get('num_candidates', '?')} candidates"
+        parts = [
+            f"{attrs.get('num_queries', '?')} queries x {attrs.get('num_candidates', '?')} "
+            f"candidates",
+            f"reference: {attrs.get('reference')}",
         ]
         if attrs.get("num_bootstrap"):
-            lines[0] += (
-                f"; {100 * attrs.get('confidence', 0.95):g}% percentile bootstrap"
-                f" intervals ({attrs['num_bootstrap']} replicates)"
+            parts.append(
+                f"± half-width of the {100 * attrs.get('confidence', 0.95):g}% bootstrap "
+                f"interval over queries ({attrs['num_bootstrap']} replicates)"
             )
-        return "\n".join(lines + [text])
+        if any(m.startswith("calibration") for m in (metrics or self.metrics)):
+            centred = attrs.get("center_calibration")
+            parts.append("calibration centred per query" if centred else "raw calibration")
+        return "; ".join(parts)
+
+    def _select(self, names, available, what):
+        if names is None:
+            return list(available)
+        names = list(names)
+        unknown = [n for n in names if n not in available]
+        if unknown or not names:
+            raise ValueError(f"{what}: unknown {unknown or names}; available: {available}")
+        return names
 
     def __str__(self):
         return self.to_string()
 
     def __repr__(self):
         return self.to_string()
+
+    def _repr_html_(self):
+        """An HTML table for notebooks: methods as columns, metrics as rows, full intervals."""
+        estimate, lower, upper = (self.wide(v) for v in ("estimate", "lower", "upper"))
+        head = "".join(f"<th>{html.escape(m)}</th>" for m in self.methods)
+        rows = []
+        for metric in self.metrics:
+            cells = []
+            for method in self.methods:
+                value = _number(estimate.at[method, metric], 3)
+                low, high = lower.at[method, metric], upper.at[method, metric]
+                if not (math.isnan(low) and math.isnan(high)):
+                    value += (
+                        f'<br><span style="opacity:0.6;font-size:smaller">'
+                        f"[{_number(low, 3)}, {_number(high, 3)}]</span>"
+                    )
+                cells.append(f'<td style="text-align:right">{value}</td>')
+            rows.append(f"<tr><th>{html.escape(metric)}</th>{''.join(cells)}</tr>")
+        return (
+            f'<table class="pyro-contrast-comparison"><caption>'
+            f"{html.escape(self.describe().replace('± half-width of the', 'intervals:'))}"
+            f"</caption><thead><tr><th>metric</th>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+        )
 
     def to_xarray(self):
         """An ``xarray.Dataset`` with dims ``method × metric`` and variables
@@ -208,6 +287,35 @@ class ComparisonResult:
             content = handle.read()
         with xr.open_dataset(io.BytesIO(content), engine="scipy") as dataset:
             return cls.from_xarray(dataset.load())
+
+
+def _decimals(value, digits):
+    """``digits`` decimals below 10, fewer above; one more for values below 0.01, so that a
+    small divergence keeps two significant digits."""
+    if not math.isfinite(value) or value == 0:
+        return digits
+    magnitude = int(math.floor(math.log10(abs(value))))
+    if magnitude < -2:
+        return digits + 1
+    return max(0, min(digits, digits - magnitude))
+
+
+def _number(value, digits, decimals=None):
+    if math.isnan(value):
+        return "nan"
+    decimals = _decimals(value, digits) if decimals is None else decimals
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def _cell(estimate, lower, upper, digits):
+    if math.isnan(lower) and math.isnan(upper):
+        return _number(estimate, digits)
+    if math.isnan(estimate):
+        return "nan"
+    decimals = _decimals(estimate, digits)
+    half = (upper - lower) / 2
+    return f"{_number(estimate, digits, decimals)} ±{_number(half, digits, decimals)}"
 
 
 __all__ = ["ComparisonResult"]

@@ -11,7 +11,7 @@ import zipfile
 
 import numpy as np
 
-from pyro_contrast._files import atomic_write, folder_entries, staged_folder
+from pyro_contrast._files import atomic_write, folder_entries, reading_folder, staged_folder
 from pyro_contrast.studies._arrays import check_positives, check_scores
 from pyro_contrast.studies.compare import compare
 from pyro_contrast.studies.io import MAX_INFLATED_BYTES, check_npz
@@ -68,7 +68,7 @@ class Study:
     def compare(self, **kwargs):
         """:func:`pyro_contrast.studies.compare` on this study's scores (keywords passed on)."""
 
-        return compare(self.scores_by_method, self.truth, self.positives, **kwargs)
+        return compare(self.scores_by_method, truth=self.truth, positives=self.positives, **kwargs)
 
     def save(self, folder, *, result=None, overwrite=False, plots=True):
         """Write the study folder, all at once.
@@ -146,7 +146,8 @@ class Study:
             raise FileNotFoundError(f"{folder}: no such study folder")
         for attempt in range(_LOAD_ATTEMPTS):
             try:
-                return cls._load_once(folder, max_bytes)
+                with reading_folder(folder):
+                    return cls._load_once(folder, max_bytes)
             except _MixedStudyError:
                 if attempt == _LOAD_ATTEMPTS - 1:
                     raise
@@ -237,14 +238,18 @@ def _check_digests(folder, raw, digests):
     for name in raw:
         if name != "study.json" and name not in digests:
             raise _MixedStudyError(
-                f"{folder} mixes two studies: {name} is not part of the study in study.json"
+                f"{folder}: cannot read the study: it mixes two studies "
+                f"({name} is not part of the study in study.json)"
             )
     for name, digest in digests.items():
         if name not in raw:
-            raise _MixedStudyError(f"{folder} is an incomplete study: {name} is missing")
+            raise _MixedStudyError(
+                f"{folder}: cannot read the study: an incomplete study ({name} is missing)"
+            )
         if _digest(raw[name]) != digest:
             raise _MixedStudyError(
-                f"{folder} mixes two studies or is corrupt: {name} does not match study.json"
+                f"{folder}: cannot read the study: {name} does not match study.json "
+                "(it mixes two studies, or the file is corrupt)"
             )
 
 

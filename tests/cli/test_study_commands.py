@@ -84,7 +84,8 @@ def test_round_trip_matches_python_api(files, capsys):
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert captured.err == ""
+    # the only notice: exact's C normalizer rests on the 24 candidates, not a C bank
+    assert captured.err.count("\n") == 1 and "--c-bank" in captured.err
     a, bank_ab, bank_bc, c, truth = files["arrays"]
     bridge = Bridge(
         [Critic.from_embeddings("cosine", T_AB), Critic.from_embeddings("cosine", T_BC)],
@@ -95,7 +96,9 @@ def test_round_trip_matches_python_api(files, capsys):
             m: bridge.log_ratio(torch.as_tensor(a), torch.as_tensor(c), m).double().numpy()
             for m in ("exact", "lse", "direct")
         }
-    expected = compare(scores, truth, np.arange(len(a)), ks=(1, 3), num_bootstrap=100)
+    expected = compare(
+        scores, truth=truth, positives=np.arange(len(a)), ks=(1, 3), num_bootstrap=100
+    )
     saved = ComparisonResult.load(out / "result.json")
     pd.testing.assert_frame_equal(saved.table, expected.table)
     assert expected.to_string() in captured.out
@@ -126,7 +129,12 @@ def test_round_trip_matches_python_api(files, capsys):
         == 0
     )
     recomputed = compare(
-        scores, truth, np.arange(len(a)), ks=(2,), reference="exact", num_bootstrap=0
+        scores,
+        truth=truth,
+        positives=np.arange(len(a)),
+        ks=(2,),
+        reference="exact",
+        num_bootstrap=0,
     )
     assert capsys.readouterr().out.strip() == recomputed.to_string().strip()
     pd.testing.assert_frame_equal(
@@ -160,16 +168,20 @@ def test_flags_override_file_temperatures_and_positives_from_file(files, capsys)
             "--no-plots",
         ]
     )
-    assert code == 0, capsys.readouterr().err
+    assert code == 0
     study = Study.load(out)
     assert study.metadata["temperature_bc"] == 0.5
-    assert study.metadata["temperature_ab"] == 1.0  # nothing in q.npz: the default
+    assert study.metadata["temperature_ab"] == 1.0  # nothing in q.npz: the default, loudly
+    err = capsys.readouterr().err
+    assert "WARNING: no temperature for the A-B critic" in err and "--temperature-ab" in err
+    assert "B-C critic" not in err
     np.testing.assert_array_equal(study.positives, positives)
     assert list(study.scores_by_method) == ["exact"]
     assert not (out / "calibration.png").exists()
 
 
-def test_all_skips_direct_between_different_spaces(tmp_path, capsys):
+@pytest.mark.parametrize("method", [[], ["--method", "all"]])
+def test_default_runs_every_method_that_applies_and_names_the_others(tmp_path, capsys, method):
     a, bank_ab, bank_bc, c = _embeddings(dim_ab=6, dim_bc=4)
     args = [
         "bridge",
@@ -183,11 +195,124 @@ def test_all_skips_direct_between_different_spaces(tmp_path, capsys):
         "0",
         "--no-plots",
     ]
-    assert main(args + ["--out", str(tmp_path / "s"), "--method", "all"]) == 0
-    assert "skipped direct" in capsys.readouterr().out
-    assert list(Study.load(tmp_path / "s").scores_by_method) == ["exact", "lse"]
+    assert main(args + ["--out", str(tmp_path / "s"), *method]) == 0
+    out = capsys.readouterr().out
+    assert "skipped direct: queries (6-d) and candidates (4-d) live in different spaces" in out
+    assert "skipped analytic: needs an assumed bank marginal" in out
+    study = Study.load(tmp_path / "s")
+    assert list(study.scores_by_method) == ["exact", "lse"]
+    assert set(study.metadata["skipped_methods"]) == {"direct", "analytic"}
     assert main(args + ["--out", str(tmp_path / "t"), "--method", "direct"]) == 2
     assert "different spaces" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "views, marginal, similarity, runs, reason",
+    [
+        ("shared", "sphere", "cosine", True, None),
+        ("shared", "gaussian", "dot", True, None),
+        ("two models", "sphere", "cosine", False, "embed the bank identically"),
+        ("shared", "sphere", "dot", False, "for cosine critics, not dot"),
+        ("shared", "gaussian", "cosine", False, "no closed form for cosine"),
+    ],
+)
+def test_all_with_a_marginal_runs_analytic_where_it_applies(
+    tmp_path, capsys, views, marginal, similarity, runs, reason
+):
+    a, bank_ab, bank_bc, c = _embeddings()
+    if views == "two models":
+        bank_bc = bank_bc[:, ::-1].copy()
+    args = [
+        "bridge",
+        "--queries",
+        _save(tmp_path / "q.npz", {"x": a}),
+        "--bank",
+        _save(tmp_path / "b.npz", {"ab": bank_ab, "bc": bank_bc}, {"temperature_ab": 0.5}),
+        "--candidates",
+        _save(tmp_path / "c.npz", {"x": c}, {"temperature": 0.5}),
+        "--similarity",
+        similarity,
+        "--marginal",
+        marginal,
+        "--num-bootstrap",
+        "0",
+        "--no-plots",
+    ]
+    # 'all' was silently dropping analytic (0.1) or aborting the run with a sphere marginal
+    assert main(args + ["--out", str(tmp_path / "s"), "--method", "all"]) == 0
+    printed = capsys.readouterr().out
+    methods = list(Study.load(tmp_path / "s").scores_by_method)
+    assert ("analytic" in methods) == runs
+    if not runs:
+        assert "skipped analytic: " in printed and reason in printed
+        assert main(args + ["--out", str(tmp_path / "t"), "--method", "analytic"]) == 2
+        assert reason in capsys.readouterr().err
+    else:
+        bank = torch.as_tensor(bank_ab)
+        bridge = Bridge(
+            [Critic.from_embeddings(similarity, 0.5), Critic.from_embeddings(similarity, 0.5)],
+            [Bank(bank)],
+            marginal=marginal,
+        )
+        expected = bridge.log_ratio(torch.as_tensor(a), torch.as_tensor(c), "analytic")
+        np.testing.assert_allclose(
+            Study.load(tmp_path / "s").scores_by_method["analytic"],
+            expected.double().numpy(),
+            rtol=1e-6,
+            atol=1e-6,
+        )
+
+
+def test_c_bank_normalizes_exact_and_few_items_are_flagged(files, capsys):
+    a, bank_ab, bank_bc, c, _ = files["arrays"]
+    rng = np.random.default_rng(5)
+    for size, flagged in ((50, True), (400, False)):
+        c_bank = rng.normal(size=(size, c.shape[1])).astype(np.float32)
+        path = _save(files["dir"] / f"cbank{size}.npz", {"embeddings": c_bank})
+        out = files["dir"] / f"s{size}"
+        args = _bridge_args(files, out, "--c-bank", path, "--num-bootstrap", "0", "--no-plots")
+        assert main(args) == 0
+        captured = capsys.readouterr()
+        assert ("only 50 items" in captured.err) == flagged
+        assert "C normalizer: C bank of" in captured.out
+        bridge = Bridge(
+            [Critic.from_embeddings("cosine", T_AB), Critic.from_embeddings("cosine", T_BC)],
+            [Bank(views=(torch.as_tensor(bank_ab), torch.as_tensor(bank_bc)))],
+            target_bank=torch.as_tensor(c_bank),
+        )
+        expected = bridge.log_ratio(torch.as_tensor(a), torch.as_tensor(c), "exact")
+        study = Study.load(out)
+        np.testing.assert_allclose(
+            study.scores_by_method["exact"], expected.double().numpy(), rtol=1e-5, atol=1e-5
+        )
+        assert study.metadata["c_bank_size"] == size
+
+
+def test_positives_file_and_groups(files, capsys):
+    a, bank_ab, bank_bc, c, _ = files["arrays"]
+    positives = np.random.default_rng(3).integers(0, len(c), size=len(a))
+    path = _save(files["dir"] / "pos.npz", {"labels": positives})
+    out = files["dir"] / "p"
+    args = _bridge_args(files, out, "--positives", path, "--num-bootstrap", "0", "--no-plots")
+    assert main(args) == 0
+    assert f"true candidates: {path} (labels)" in capsys.readouterr().out
+    np.testing.assert_array_equal(Study.load(out).positives, positives)
+    # groups of 6: each query against its own group's candidates, partner at its position
+    out = files["dir"] / "g"
+    args = _bridge_args(files, out, "--group-size", "6", "--num-bootstrap", "0", "--no-plots")
+    assert main(args) == 0
+    study = Study.load(out)
+    bridge = Bridge(
+        [Critic.from_embeddings("cosine", T_AB), Critic.from_embeddings("cosine", T_BC)],
+        [Bank(views=(torch.as_tensor(bank_ab), torch.as_tensor(bank_bc)))],
+    )
+    a, c = torch.as_tensor(a), torch.as_tensor(c)
+    for group in range(4):
+        rows = slice(6 * group, 6 * group + 6)
+        expected = bridge.log_ratio(a[rows], c[rows], "lse").double().numpy()
+        np.testing.assert_allclose(study.scores_by_method["lse"][rows], expected, rtol=1e-6)
+    np.testing.assert_array_equal(study.positives, np.tile(np.arange(6), 4))
+    assert "6 candidates" in capsys.readouterr().out  # exact normalized over the group
 
 
 def _malformed(files):
@@ -216,7 +341,8 @@ def _malformed(files):
         "truth shape": (["--truth", _save(d / "t.npz", {"t": truth[:, :3]})], "shape"),
         "unknown method": (["--method", "exact,bogus"], "unknown ['bogus']"),
         "analytic without marginal": (["--method", "analytic"], "--marginal"),
-        "negative temperature": (["--temperature-ab", "-1"], "must be positive"),
+        "negative temperature": (["--temperature-ab", "-1"], "must be a positive finite"),
+        "NaN temperature": (["--temperature-bc", "nan"], "must be a positive finite"),
         "bad temperature in file": (
             [
                 "--bank",
@@ -224,7 +350,7 @@ def _malformed(files):
             ],
             "must be positive",
         ),
-        "not a number": (["--temperature-bc", "warm"], "invalid float"),
+        "not a number": (["--temperature-bc", "warm"], "must be a positive number"),
         "unknown similarity": (["--similarity", "euclid"], "invalid choice"),
         "aligned needs N == K": (
             ["--positives", "aligned", "--candidates", _save(d / "c2.npz", {"x": c[:5]})],
@@ -232,7 +358,21 @@ def _malformed(files):
         ),
         "unknown reference": (["--reference", "oracle"], "unknown reference 'oracle'"),
         "bad ks": (["--ks", "1,x"], "--ks"),
-        "zero k": (["--ks", "0"], "ks must be positive"),
+        "zero k": (["--ks", "0"], "must be positive integers"),
+        "k beyond the candidates": (["--ks", "1,100000000000000000000"], "exceeds the 24"),
+        "c bank dimension": (
+            ["--c-bank", _save(d / "cb.npz", {"x": c[:, :3]})],
+            "dimension 3, expected 6",
+        ),
+        "positives file without integers": (
+            ["--positives", _save(d / "p.npz", {"x": c})],
+            "expected one integer array",
+        ),
+        "positives out of range": (
+            ["--positives", _save(d / "p2.npz", {"positives": np.full(len(a), 99)})],
+            "out of range",
+        ),
+        "group size not dividing": (["--group-size", "5"], "divide the 24"),
         "non-empty out": (["--out", str(full)], "not empty"),
     }
 
@@ -276,24 +416,26 @@ def test_malformed_compare_inputs(files, capsys):
         (["compare", str(out), "--reference", "oracle"], "unknown reference"),
         (["compare", str(out), "--out", str(d / "taken.json")], "already exists"),
         (["compare", str(out), "--out", str(d / "table.xlsx")], ".json or .nc"),
-        (["compare", str(out), "--num-bootstrap", "-3"], "num_bootstrap"),
+        (["compare", str(out), "--num-bootstrap", "-3"], "--num-bootstrap"),
+        (["compare", str(out), "--ks", "1,100000000000000000000"], "exceeds the 24"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and match in err, (argv, err)
     (out / "scores.npz").write_bytes(b"corrupt")
     assert main(["compare", str(out), "--ks", "1"]) == 2
-    assert "cannot read the study" in capsys.readouterr().err
+    assert "corrupt" in capsys.readouterr().err
 
 
-def test_force_replaces_study_files_only(files, capsys):
+def test_force_replaces_the_study_folder_as_a_whole(files, capsys):
     out = files["dir"] / "s"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     args = _bridge_args(files, out, "--num-bootstrap", "0", "--no-plots", "--method", "exact")
     assert main(args) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "notes.txt").exists()
     assert main(args + ["--force"]) == 0
-    assert (out / "notes.txt").read_text() == "mine"
+    assert not (out / "notes.txt").exists()  # never a mix of two studies' files
     assert list(Study.load(out).scores_by_method) == ["exact"]
 
 
@@ -362,7 +504,9 @@ def test_diagnose_errors_are_one_line(files, tmp_path, capsys):
         (["diagnose", str(tmp_path / "api")], "not written by"),
         (["diagnose", str(out)], "no such file"),
         (["diagnose", str(tmp_path / "none")], "no such study folder"),
-        (["diagnose", str(out), "--alpha", "x"], "invalid float"),
+        (["diagnose", str(out), "--alpha", "x"], "must be a number in (0, 1)"),
+        (["diagnose", str(out), "--alpha", "1.5"], "must be a number in (0, 1)"),
+        (["diagnose", str(out), "--num-bootstrap", "1e9"], "must be an integer"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

@@ -95,13 +95,6 @@ def test_no_tracer_warning_from_the_distributions(name):
     assert _warnings_from(model, loss, _DISTRIBUTIONS) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="critics/critic.py compares embedding sizes in Python (score_embeddings, "
-    "pairwise_embeddings), ops/bessel.py branches on values (_as_inputs, _evaluate), "
-    "marginals/bank.py and _validation.check_finite check data without a validation switch; "
-    "remove this mark when they trace cleanly",
-)
 def test_no_tracer_warning_from_the_package():
     found = []
     for model, loss in MODELS.values():

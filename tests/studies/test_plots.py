@@ -55,6 +55,21 @@ def test_calibration(tmp_path):
     np.testing.assert_allclose(line.get_xdata(), line.get_ydata())
 
 
+def test_calibration_is_centred_per_query_by_default():
+    rng = np.random.default_rng(3)
+    reference = rng.normal(size=(40, 6))
+    offsets = 100 * rng.normal(size=(40, 1))  # a term in the query: the critic ignores it
+
+    def points(scores, **kwargs):
+        line = plots.plot_calibration({"m": scores}, reference, num_bins=4, **kwargs)
+        return line.axes[0].containers[0].lines[0].get_xydata()
+
+    np.testing.assert_allclose(points(reference + offsets), points(reference), atol=1e-9)
+    assert not np.allclose(
+        points(reference + offsets, center=False), points(reference, center=False)
+    )
+
+
 def test_recall_vs_bank_size(tmp_path):
     positives = np.zeros(30, dtype=np.int64)
     results = {
