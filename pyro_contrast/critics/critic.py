@@ -204,28 +204,44 @@ class Critic(nn.Module):
             v = torch.cat([v, ones_v, -0.5 * v.pow(2).sum(-1, keepdim=True)], -1)
         if self.similarity != "neg_l2":
             u = u * inverse_t
-        blocks = []
         # A traced model is specialized to its example's shapes: one block, no Python loop.
         tracing = torch.jit.is_tracing()
-        for start in [0] if tracing else range(0, max(u.shape[0], 1), chunk):
-            scores = (u if tracing else u[start : start + chunk]) @ v.T
-            if self.similarity == "neg_sq_l2":
-                # Rounding can make a distance negative; the score is never positive.
-                scores = scores.clamp_(max=0) if not scores.requires_grad else scores.clamp(max=0)
-            elif self.similarity == "neg_l2":
-                scores = -_distance(-2.0 * scores) * inverse_t
-            if self.bias is not None:
-                bias = self.bias.to(scores.dtype)
-                scores = (
-                    scores + bias
-                    if scores.requires_grad or bias.requires_grad
-                    else scores.add_(bias)
-                )
-            blocks.append(scores)
-        if not blocks:
-            return u.new_zeros(0, v.shape[0])
-        scores = blocks[0] if len(blocks) == 1 else torch.cat(blocks, 0)
+        grad = torch.is_grad_enabled() and (
+            u.requires_grad
+            or v.requires_grad
+            or (self.bias is not None and self.bias.requires_grad)
+        )
+        if tracing or grad:
+            blocks = [
+                self._finish_block((u if tracing else u[start : start + chunk]) @ v.T, inverse_t)
+                for start in ([0] if tracing else range(0, max(u.shape[0], 1), chunk))
+            ]
+            if not blocks:
+                return u.new_zeros(0, v.shape[0])
+            scores = blocks[0] if len(blocks) == 1 else torch.cat(blocks, 0)
+        else:
+            # No graph to keep: each block's GEMM writes straight into the output and is
+            # finished in place (a bank of scores is never copied by a concatenation).
+            scores = u.new_empty(u.shape[0], v.shape[0])
+            for start in range(0, u.shape[0], chunk):
+                block = scores[start : start + chunk]
+                torch.mm(u[start : start + chunk], v.T, out=block)
+                finished = self._finish_block(block, inverse_t, in_place=True)
+                if finished is not block:
+                    block.copy_(finished)
         return _check_scores(scores, self.similarity)
+
+    def _finish_block(self, scores, inverse_t, in_place=False):
+        """The similarity's last elementwise step and the bias, on one block of scores."""
+        if self.similarity == "neg_sq_l2":
+            # Rounding can make a distance negative; the score is never positive.
+            scores = scores.clamp_(max=0) if in_place else scores.clamp(max=0)
+        elif self.similarity == "neg_l2":
+            scores = -_distance(-2.0 * scores) * inverse_t
+        if self.bias is not None:
+            bias = self.bias.to(scores.dtype)
+            scores = scores.add_(bias) if in_place else scores + bias
+        return scores
 
     def forward(self, x, y):
         """Scores :math:`f(x_i, y_i)` of aligned pairs, shape ``x.shape[:-1]``."""

@@ -111,10 +111,10 @@ def encoded_partials(
             # Normalized over the candidates themselves: one fused pass, and since each row of
             # p(c | b_m) then sums to one over k, the denominator log sum_m e^{F_nm} is the
             # numerator's log-sum over k (minus log K) -- no second pass over F.
-            right_log_probs = scores_right.log_softmax(-1) + math.log(num_candidates)
-            numerator = logmatmul(scores_left, right_log_probs)
-            denominator = torch.logsumexp(numerator, -1) - math.log(num_candidates)
-            return numerator, denominator
+            # (log K, the normalizer's mean, is added to the small result, not to M x K)
+            numerator = logmatmul(scores_left, scores_right.log_softmax(-1))
+            denominator = torch.logsumexp(numerator, -1)
+            return numerator + math.log(num_candidates), denominator
         if log_z is not None:
             log_z = log_z.to(scores_right.dtype)
         else:
