@@ -15,7 +15,7 @@ class UniformSphere(TorchDistribution):
         \log p(x) = -\log|S^{d-1}| = -\log 2 - \tfrac{d}{2}\log\pi + \log\Gamma(d/2).
 
     The bridge marginal under which the direct cosine comparison ranks exactly like the true
-    density ratio (MATH.md §3), and the :math:`\kappa = 0` limit of
+    density ratio (:ref:`math-sphere-bridge`), and the :math:`\kappa = 0` limit of
     :class:`~pyro_contrast.distributions.vmf.VonMisesFisher`. Samples are normalized standard
     Gaussian vectors. Mean 0, variance :math:`1/d` per coordinate, entropy
     :math:`\log|S^{d-1}|`.

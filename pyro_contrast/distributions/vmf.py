@@ -28,7 +28,7 @@ class VonMisesFisher(TorchDistribution):
         {}_0F_1(; d/2; \kappa^2/4)}, \qquad x, \mu \in S^{d-1},\ \kappa \ge 0.
 
     It is the conditional of a uniform-sphere representation tilted by a cosine critic
-    :math:`\kappa \cos(u, z)` (MATH.md §3). ``log_prob`` is evaluated as
+    :math:`\kappa \cos(u, z)` (:ref:`math-sphere-bridge`). ``log_prob`` is evaluated as
     :math:`\kappa(\mu^\top x - 1) - [L_d(\kappa) - \kappa] - \log|S^{d-1}|`, which avoids
     cancelling two numbers of size :math:`\kappa`, with the stable log-Bessel function
     :func:`~pyro_contrast.ops.bessel.log_hyp0f1_sphere`: finite and accurate for
@@ -146,7 +146,7 @@ class VonMisesFisher(TorchDistribution):
             k, bk = kappa[pending], b[pending]
             z = beta.sample(pending.shape)
             denominator = (1 - z) + bk * z
-            # Wood's test written without cancelling terms (MATH.md §4)
+            # Wood's test written without cancelling terms (mathematics page, section 4)
             log_accept = k * 2 * bk * (1 - 2 * z) / ((1 + bk) * denominator) + (d - 1) * (
                 torch.log1p(bk) - math.log(2.0) - torch.log(denominator)
             )

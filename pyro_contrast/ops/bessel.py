@@ -9,9 +9,9 @@ With :math:`\nu = d/2 - 1` this module evaluates, in float64 internally,
 
 for :math:`d \ge 2` and real :math:`r` (:math:`L_d` is even in :math:`r`). :math:`L_d` is the
 log normalizer of the von Mises–Fisher distribution and of the uniform-sphere bridge
-(MATH.md §3–§4).
+(:ref:`math-sphere-bridge`, :ref:`math-vmf`).
 
-Scheme (MATH.md §4): for :math:`r \le 30` the power series of :math:`{}_0F_1` is summed
+Scheme (:ref:`math-vmf`): for :math:`r \le 30` the power series of :math:`{}_0F_1` is summed
 (all terms are positive and below :math:`e^{30}`, so nothing cancels or overflows) and its
 logarithm taken by ``log1p``, so tiny values keep full relative precision. For
 :math:`r > 30` the Debye uniform asymptotic expansion (DLMF 10.41.3, ten correction terms)

@@ -1,4 +1,5 @@
-"""TiltedGaussian: exact Gaussian conditionals of bilinear and L2 tilts (MATH.md §7)."""
+"""TiltedGaussian: exact Gaussian conditionals of bilinear and L2 tilts (the mathematics page,
+§7)."""
 
 import math
 

@@ -243,7 +243,8 @@ def test_acceptance_rate(monkeypatch):
         proposals.clear()
         VonMisesFisher(torch.eye(dim)[0], torch.tensor(kappa)).sample((num_samples,))
         rate = num_samples / sum(proposals)
-        # MATH.md §4: the acceptance rate is >= 0.68; with >= 5000 proposals the estimate's
+        # the mathematics page, §4: the acceptance rate is >= 0.68; with >= 5000 proposals the
+        # estimate's
         # standard error is below sqrt(0.7 * 0.3 / 5000) = 0.0065, so 4 se = 0.026
         assert rate >= 0.68 - 0.026, (dim, kappa, rate)
 

@@ -1,4 +1,5 @@
-"""Closed-form bridges (MATH.md §3, §5) against quadrature, Monte Carlo and the bank marginal."""
+"""Closed-form bridges (the mathematics page, §3, §5) against quadrature, Monte Carlo and the bank
+marginal."""
 
 import math
 
@@ -106,7 +107,8 @@ def test_von_mises_fisher_marginal_matches_monte_carlo():
     v = torch.nn.functional.normalize(c, dim=-1)
     joint = (k1 * (u @ z.T)).unsqueeze(-1) + k2 * (z @ v.T)  # (N, M, K)
     _assert_ratio_estimate(pmi + _log_sphere_mgf(dim, k2), joint, k1 * (u @ z.T))
-    # a concentrated B marginal breaks the monotone link to the cosine (MATH §3 needs uniform)
+    # a concentrated B marginal breaks the monotone link to the cosine (the mathematics page, §3
+    # needs uniform)
     many = torch.randn(200, dim, dtype=F64)
     pmi = analytic_log_ratio(_critic("cosine", 0.2), _critic("cosine", 0.2), a, many, marginal)
     cosine = u @ torch.nn.functional.normalize(many, dim=-1).T
@@ -181,7 +183,7 @@ def test_gaussian_matches_monte_carlo(similarities, with_target):
 
 
 def test_gaussian_matches_math_closed_forms():
-    # MATH §5, written independently with explicit inverses (well conditioned here)
+    # the mathematics page, §5, written independently with explicit inverses (well conditioned here)
     dim = 4
     marginal = _gaussian(dim)
     m, s = marginal.loc, marginal.covariance_matrix

@@ -91,7 +91,8 @@ def test_explain_equals_enumerated_posterior(num_banks):
 
 
 def test_lse_matches_paper_estimator_and_counterexample():
-    # MATH.md §2: f_AB = [0, 5], f_BC = [[10, 0], [0, 0.5]] -> exact [0.382, 0.618] but
+    # the mathematics page, §2: f_AB = [0, 5], f_BC = [[10, 0], [0, 0.5]] -> exact [0.382, 0.618]
+    # but
     # softmax(LSE) = [0.989, 0.011]. Realized with dot critics on one-hot embeddings.
     ab = pc.Critic.from_embeddings("dot", temperature=1.0)
     bc = pc.Critic.from_embeddings("dot", temperature=1.0)
@@ -101,7 +102,7 @@ def test_lse_matches_paper_estimator_and_counterexample():
     bridge = pc.Bridge([ab, bc], [bank])
     exact = bridge.log_ratio(a, c).softmax(-1)
     lse = bridge.log_ratio(a, c, method="lse").softmax(-1)
-    # MATH.md quotes three decimals: tolerance is half a unit of the last digit.
+    # The docs quote three decimals: tolerance is half a unit of the last digit.
     assert_close(exact, torch.tensor([[0.382, 0.618]], dtype=torch.float64), atol=5e-4)
     assert_close(lse, torch.tensor([[0.989, 0.011]], dtype=torch.float64), atol=5e-4)
 

@@ -255,7 +255,8 @@ def test_bad_inputs_raise_clear_errors():
 @pytest.mark.slow
 def test_critic_on_linear_gaussian_chain_ranks_like_the_exact_log_ratio():
     # A neg_sq_l2 critic with linear encoders can express PMI(a, b) up to a term in a
-    # (-||a - M_A b||² / 2s², MATH §6). One-sided InfoNCE identifies exactly that, so we compare
+    # (-||a - M_A b||² / 2s², the mathematics page, §6). One-sided InfoNCE identifies exactly
+    # that, so we compare
     # row-centred scores (each held-out a against all held-out b) by Spearman correlation.
     sim = pytest.importorskip("pyro_contrast.sim")
     chain = sim.LinearGaussianChain(seed=0)
