@@ -170,3 +170,68 @@ def few_threads(num_threads=1):
                 yield
     finally:
         torch.set_num_threads(previous)
+
+
+class Standardize(torch.nn.Module):
+    """Centre and scale inputs with fixed statistics, then apply ``net``.
+
+    The statistics are buffers (saved with the model, never trained): a network then sees
+    unit-scale inputs whatever the simulator's units.
+    """
+
+    def __init__(self, net, loc, scale):
+        super().__init__()
+        self.net = net
+        self.register_buffer("loc", torch.as_tensor(loc, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    def forward(self, x):
+        return self.net((x - self.loc) / self.scale)
+
+
+def parse_with_quick(parser, argv, quick_defaults):
+    """Parse ``argv``; with ``--quick`` the ``quick_defaults`` replace the parser's defaults.
+
+    Flags given explicitly still win, so ``--quick --steps 50`` runs 50 steps.
+    """
+    args = parser.parse_args(argv)
+    if getattr(args, "quick", False):
+        parser.set_defaults(**quick_defaults)
+        args = parser.parse_args(argv)
+    return args
+
+
+def claims_rst(claims, title="Claims"):
+    """A reStructuredText ``list-table`` (claim | paper | ours | verdict) of a claims list.
+
+    Numbers are shown with 3 significant digits, objects as ``name = value`` lines; the
+    docs' paper pages are generated from the full runs' ``claims.json`` with it.
+    """
+
+    def cell(value):
+        if value is None:
+            return "—"
+        if isinstance(value, dict):
+            return " | ".join(f"{k} = {cell(v)}" for k, v in value.items()) or "—"
+        if isinstance(value, float):
+            return f"{value:.3g}"
+        return str(value)
+
+    lines = [
+        f".. list-table:: {title}",
+        "   :header-rows: 1",
+        "   :widths: 40 20 30 10",
+        "",
+        "   * - claim",
+        "     - paper",
+        "     - ours",
+        "     - verdict",
+    ]
+    for item in claims:
+        lines += [
+            f"   * - **{item['id']}**: {item['claim']}",
+            f"     - {cell(item['paper'])}",
+            f"     - {cell(item['ours'])}",
+            f"     - {item['verdict']}",
+        ]
+    return "\n".join(lines) + "\n"

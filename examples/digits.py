@@ -54,8 +54,9 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--test-fraction", type=float, default=0.3)
     parser.add_argument("--num-samples", type=int, default=8, help="generated images per label")
-    parser.add_argument("--max-images", type=int, default=None,
-                        help="use only the first N images (for quick runs)")
+    parser.add_argument(
+        "--max-images", type=int, default=None, help="use only the first N images (for quick runs)"
+    )
     return parser.parse_args(argv)
 
 
@@ -102,8 +103,10 @@ def probes(critic, train, test, seed):
     (x_train, y_train), (x_test, y_test) = train, test
     out = {}
     with torch.no_grad():
-        feats = {"pixels": (x_train, x_test),
-                 "embedding": (critic.encode_x(x_train), critic.encode_x(x_test))}
+        feats = {
+            "pixels": (x_train, x_test),
+            "embedding": (critic.encode_x(x_train), critic.encode_x(x_test)),
+        }
     for name, (a, b) in feats.items():
         model = LogisticRegression(max_iter=2000, random_state=seed)
         model.fit(a.numpy(), y_train.numpy())
@@ -117,19 +120,26 @@ def generate(critic, bank, bank_labels, num_samples, seed):
     torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=pyro_seed)))
     # The conditional is over the critic's y side: the same (symmetric) cosine critic, read
     # with labels as x and images as y.
-    flipped = pc.Critic(critic.encoder_y, critic.encoder_x, similarity=critic.similarity,
-                        temperature=float(critic.temperature))
+    flipped = pc.Critic(
+        critic.encoder_y,
+        critic.encoder_x,
+        similarity=critic.similarity,
+        temperature=float(critic.temperature),
+    )
     with torch.no_grad():
         dist = pc.ContrastiveConditional(flipped, one_hot(torch.arange(NUM_CLASSES)), bank)
         samples = dist.sample((num_samples,))  # (S, 10) bank indices
         probs = dist.logits.softmax(-1)  # (10, M)
     correct = float((bank_labels[samples] == torch.arange(NUM_CLASSES)).float().mean())
-    mass = float(((bank_labels[None, :] == torch.arange(NUM_CLASSES)[:, None]) * probs)
-                 .sum(-1).mean())
+    mass = float(
+        ((bank_labels[None, :] == torch.arange(NUM_CLASSES)[:, None]) * probs).sum(-1).mean()
+    )
     effective = float((1.0 / probs.pow(2).sum(-1)).mean())
-    return samples, {"generation: sample has the label": correct,
-                     "generation: probability mass on the label": mass,
-                     "generation: effective bank size per label": effective}
+    return samples, {
+        "generation: sample has the label": correct,
+        "generation: probability mass on the label": mass,
+        "generation: effective bank size per label": effective,
+    }
 
 
 def main(args):
@@ -142,13 +152,23 @@ def _main(args):
     start = time.time()
     x_train, y_train, x_test, y_test = load(args)
     torch.manual_seed(args.seed)
-    encoder_x = nn.Sequential(nn.Linear(64, args.hidden), nn.ReLU(),
-                              nn.Linear(args.hidden, args.embedding_dim))
+    encoder_x = nn.Sequential(
+        nn.Linear(64, args.hidden), nn.ReLU(), nn.Linear(args.hidden, args.embedding_dim)
+    )
     encoder_y = nn.Linear(NUM_CLASSES, args.embedding_dim, bias=False)
     critic = pc.Critic(encoder_x, encoder_y, similarity="cosine", temperature=args.temperature)
-    pc.fit(critic, (x_train, one_hot(y_train)), loss="symmetric_infonce", steps=args.steps,
-           batch_size=min(args.batch_size, len(x_train) // 2), lr=args.lr, schedule="cosine",
-           validation=0.0, seed=args.seed, progress=sys.stderr.isatty())
+    pc.fit(
+        critic,
+        (x_train, one_hot(y_train)),
+        loss="symmetric_infonce",
+        steps=args.steps,
+        batch_size=min(args.batch_size, len(x_train) // 2),
+        lr=args.lr,
+        schedule="cosine",
+        validation=0.0,
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
+    )
     critic.eval()
     metrics, _ = retrieval_metrics(critic, x_test, y_test)
     metrics.update(probes(critic, (x_train, y_train), (x_test, y_test), args.seed))
@@ -159,13 +179,21 @@ def _main(args):
     print(f"Held-out digits ({len(x_test)} images, chance = 0.1):")
     print(text)
     print()
-    common.claim("retrieval, classification and generation from one contrastive critic",
-                 f"zero-shot accuracy {metrics['image→label recall@1']:.3f} vs linear probe "
-                 f"on pixels {metrics['linear probe on pixels']:.3f}; generated samples of the "
-                 f"right class {metrics['generation: sample has the label']:.3f}")
-    common.write_json(os.path.join(out, "results.json"),
-                      {"args": vars(args), "seconds": time.time() - start, "metrics": metrics,
-                       "samples": samples.tolist()})
+    common.claim(
+        "retrieval, classification and generation from one contrastive critic",
+        f"zero-shot accuracy {metrics['image→label recall@1']:.3f} vs linear probe "
+        f"on pixels {metrics['linear probe on pixels']:.3f}; generated samples of the "
+        f"right class {metrics['generation: sample has the label']:.3f}",
+    )
+    common.write_json(
+        os.path.join(out, "results.json"),
+        {
+            "args": vars(args),
+            "seconds": time.time() - start,
+            "metrics": metrics,
+            "samples": samples.tolist(),
+        },
+    )
     if not args.no_plots:
         _plot(x_test, samples, out)
     return metrics
@@ -174,13 +202,13 @@ def _main(args):
 def _plot(bank, samples, out):
     plt = common.pyplot()
     num_samples = samples.shape[0]
-    fig, axes = plt.subplots(NUM_CLASSES, num_samples,
-                             figsize=(0.6 * num_samples, 0.6 * NUM_CLASSES), squeeze=False)
+    fig, axes = plt.subplots(
+        NUM_CLASSES, num_samples, figsize=(0.6 * num_samples, 0.6 * NUM_CLASSES), squeeze=False
+    )
     for label in range(NUM_CLASSES):
         for j in range(num_samples):
             ax = axes[label, j]
-            ax.imshow(bank[samples[j, label]].reshape(8, 8).numpy(), cmap="gray_r",
-                      vmin=0, vmax=1)
+            ax.imshow(bank[samples[j, label]].reshape(8, 8).numpy(), cmap="gray_r", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[label, 0].set_ylabel(str(label), rotation=0, labelpad=8, fontsize=9)
