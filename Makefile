@@ -6,7 +6,10 @@ install:
 	$(PYTHON) -m pip install -e ".[test,docs,dask]"
 
 lint:
+	ruff format --check pyro_contrast tests examples benchmarks docs
 	ruff check pyro_contrast tests examples benchmarks docs
+	lint-imports
+	$(PYTHON) -m pytest -q -p no:cacheprovider --doctest-modules pyro_contrast
 
 format:
 	ruff format pyro_contrast tests examples benchmarks docs

@@ -14,7 +14,10 @@ N = K = 256, M = 16,384 by default:
 Then, on ordinary and adversarial inputs (scores spanning +-1e3, misaligned maxima,
 temperature 0.005 cosines), the largest absolute and relative errors against a float64
 logsumexp, the number of -inf/NaN cells, the share of cells the engine recomputed exactly,
-and the engine's time there. Prints a table and a final JSON line.
+and the engine's time there. Last, the wide-range cases (squared-L2 scores of spread-out
+8-d embeddings spanning ~1,000 and ~1,400 nats, raw and bridge-normalized) against the
+cosine case at M / 2 and M: forward and forward + backward time ratios, the first pass's
+dtype and the error against float64. Prints tables and a final JSON line.
 
 OpenMP threads that spin while waiting steal the cores on a shared, oversubscribed machine
 and make every many-kernel computation look several times slower than it is, while passive
@@ -101,6 +104,61 @@ def adversarial_inputs(n, m, k, generator):
     }
 
 
+def wide_sq_l2(n, m, k, sigma, generator, normalize=False):
+    """Squared-L2 scores of spread-out 8-d embeddings (temperature 1), as in the paper's
+    didactic setting; ``normalize`` subtracts the bridge's C normalizer from ``y``."""
+    u, z, v = (sigma * torch.randn(s, 8, generator=generator) for s in (n, m, k))
+    x = -0.5 * torch.cdist(u, z).pow(2)
+    y = -0.5 * torch.cdist(z, v).pow(2)
+    if normalize:
+        y = y - y.logsumexp(-1, keepdim=True)
+    return x, y
+
+
+def span(x, y):
+    return max((x.max() - x.min()).item(), (y.max() - y.min()).item())
+
+
+def wide_range(n, k, sizes, repeats, generator, sigmas=(4.6, 5.7)):
+    """Forward and forward + backward of wide-range cases against the cosine case, per M."""
+    results = []
+    grad = torch.randn(n, k, generator=generator)
+    for m in sizes:
+        inputs = {"cosine/0.07": ordinary(n, m, k, 64, 0.07, generator)}
+        for sigma in sigmas:
+            for normalize in (False, True):
+                x, y = wide_sq_l2(n, m, k, sigma, generator, normalize)
+                label = f"sq-L2 8-d sigma {sigma}{' normalized' if normalize else ''}"
+                inputs[label] = (x, y)
+        fns = {}
+        for label, (x, y) in inputs.items():
+            xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+            fns[label] = lambda x=x, y=y: logmatmul(x, y)
+            fns[label + " fwd+bwd"] = lambda xg=xg, yg=yg: torch.autograd.grad(
+                logmatmul(xg, yg), (xg, yg), grad
+            )
+        times = timed_rounds(fns, repeats, warmup=1)
+        for label, (x, y) in inputs.items():
+            stats = {}
+            chunk = _logmatmul_kernels.default_chunk_size(1, n, k, m)
+            _logmatmul_kernels.forward(x, y, chunk, stats=stats)
+            results.append(
+                {
+                    "M": m,
+                    "inputs": label,
+                    "span_nats": span(x, y),
+                    "ms": 1e3 * times[label],
+                    "fwd_bwd_ms": 1e3 * times[label + " fwd+bwd"],
+                    "over_cosine": times[label] / times["cosine/0.07"],
+                    "fwd_bwd_over_cosine": times[label + " fwd+bwd"] / times["cosine/0.07 fwd+bwd"],
+                    "first_pass": str(stats["first_pass"]).replace("torch.", ""),
+                    "log_space_cells": stats["log_space"],
+                    **exactness(logmatmul(x, y), reference64(x, y)),
+                }
+            )
+    return results
+
+
 def exactness(result, expected):
     finite = torch.isfinite(result)
     error = (result.double() - expected).abs()
@@ -114,11 +172,14 @@ def exactness(result, expected):
 
 
 def exact_shares(x, y):
-    """Shares of cells the fast pass flags, and that stay for the log-space path."""
+    """The first pass's dtype, the shares of cells it flags and that stay for the log-space
+    path."""
     chunk = _logmatmul_kernels.default_chunk_size(1, x.shape[0], y.shape[1], x.shape[1])
     stats = {}
     _logmatmul_kernels.forward(x, y, chunk, stats=stats)
-    return stats["flagged"] / x.shape[0] / y.shape[1], stats["log_space"] / x.shape[0] / y.shape[1]
+    cells = x.shape[0] * y.shape[1]
+    first_pass = str(stats["first_pass"]).replace("torch.", "")
+    return first_pass, stats["flagged"] / cells, stats["log_space"] / cells
 
 
 def main(args):
@@ -168,13 +229,13 @@ def main(args):
 
     print(
         f"\n{'inputs':<26}{'method':<17}{'max abs':>10}{'max rel':>10}{'-inf/NaN':>9}"
-        f"{'ok':>4}{'ms':>9}{'flag %':>9}{'lse %':>9}"
+        f"{'ok':>4}{'ms':>9}{'pass':>9}{'flag %':>9}{'lse %':>9}"
     )
     cases = {}
     for label, (xa, ya) in adversarial_inputs(n, m, k, generator).items():
         expected = reference64(xa, ya)
-        flagged, log_space = exact_shares(xa, ya)
-        case = {"flagged_share": flagged, "log_space_share": log_space}
+        first_pass, flagged, log_space = exact_shares(xa, ya)
+        case = {"first_pass": first_pass, "flagged_share": flagged, "log_space_share": log_space}
         engine = timed_rounds(
             {"f": lambda xa=xa, ya=ya: logmatmul(xa, ya)}, max(3, args.repeats // 3), warmup=1
         )
@@ -187,13 +248,30 @@ def main(args):
             stats = exactness(fn(xa, ya), expected)
             case[method] = stats
             ms = f"{case['logmatmul_ms']:>9.1f}" if method == "logmatmul" else f"{'':>9}"
-            share = f"{100 * flagged:>9.2f}{100 * log_space:>9.2f}" if method == "logmatmul" else ""
+            share = (
+                f"{first_pass:>9}{100 * flagged:>9.2f}{100 * log_space:>9.2f}"
+                if method == "logmatmul"
+                else ""
+            )
             print(
                 f"{label:<26}{method:<17}{stats['max_abs_err']:>10.2e}"
                 f"{stats['max_rel_err']:>10.2e}{stats['bad_cells']:>9}"
                 f"{'y' if stats['contract_ok'] else 'n':>4}{ms}{share}"
             )
         cases[label] = case
+
+    sizes, sigmas = ([m], (5.7,)) if args.quick else ([m // 2, m], (4.6, 5.7))
+    wide = wide_range(n, k, sizes, max(3, args.repeats // 2), generator, sigmas)
+    print(
+        f"\n{'M':>6}  {'inputs':<34}{'span':>7}{'ms':>9}{'x cos':>7}{'fb ms':>9}{'x cos':>7}"
+        f"{'pass':>9}{'max abs':>10}{'ok':>4}"
+    )
+    for r in wide:
+        print(
+            f"{r['M']:>6}  {r['inputs']:<34}{r['span_nats']:>7.0f}{r['ms']:>9.1f}"
+            f"{r['over_cosine']:>7.2f}{r['fwd_bwd_ms']:>9.1f}{r['fwd_bwd_over_cosine']:>7.2f}"
+            f"{r['first_pass']:>9}{r['max_abs_err']:>10.2e}{'y' if r['contract_ok'] else 'n':>4}"
+        )
     summary = {
         "shape": {"N": n, "K": k, "M": m},
         "threads": torch.get_num_threads(),
@@ -205,6 +283,8 @@ def main(args):
         "broadcast_over_logmatmul": times["broadcast"] / times["logmatmul"],
         "broadcast_scaled_from_m": m_small,
         "cases": cases,
+        "wide_range": wide,
+        "wide_over_cosine_max": max(r["over_cosine"] for r in wide),
     }
     print(json.dumps(summary))
     return summary

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from pyro_contrast.io import atomic_write
+from pyro_contrast._files import atomic_write
 
 #: The verdicts a reproduced claim may carry in ``claims.json``.
 VERDICTS = ("reproduced", "partly", "not reproduced", "setting differs")
@@ -217,9 +217,21 @@ def claims_rst(claims, title="Claims"):
             return f"{value:.3g}"
         return str(value)
 
-    lines = [f".. list-table:: {title}", "   :header-rows: 1", "   :widths: 40 20 30 10", "",
-             "   * - claim", "     - paper", "     - ours", "     - verdict"]
+    lines = [
+        f".. list-table:: {title}",
+        "   :header-rows: 1",
+        "   :widths: 40 20 30 10",
+        "",
+        "   * - claim",
+        "     - paper",
+        "     - ours",
+        "     - verdict",
+    ]
     for item in claims:
-        lines += [f"   * - **{item['id']}**: {item['claim']}", f"     - {cell(item['paper'])}",
-                  f"     - {cell(item['ours'])}", f"     - {item['verdict']}"]
+        lines += [
+            f"   * - **{item['id']}**: {item['claim']}",
+            f"     - {cell(item['paper'])}",
+            f"     - {cell(item['ours'])}",
+            f"     - {item['verdict']}",
+        ]
     return "\n".join(lines) + "\n"

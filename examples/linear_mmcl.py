@@ -3,7 +3,7 @@
 Four experiments, each against the closed form or the authors' own protocol:
 
 1. **GD = SVD.** Linear encoders trained by gradient descent on the linear contrastive loss
-   ``-tr(G1 S G2ᵀ) + ρ/2 ||G1ᵀG2||²`` against :func:`pyro_contrast.linear.contrastive_svd`
+   ``-tr(G1 S G2ᵀ) + ρ/2 ||G1ᵀG2||²`` against :func:`pyro_contrast.training.linear.contrastive_svd`
    (loss gap, largest principal angle). Data: :class:`~pyro_contrast.sim.low_rank_pairs.
    LowRankPairs` with strong noise "spikes" in x, so x's own principal components are noise.
 2. **High temperature.** Symmetric CLIP (dot similarity, temperature T) *plus the penalty*

@@ -154,12 +154,12 @@ def main(args):
     if not 2 <= args.num_topics <= len(TOPICS):
         print(f"--num-topics must be in [2, {len(TOPICS)}]", file=sys.stderr)
         return 2
-    from pyro_contrast.bank import Bank
-    from pyro_contrast.bridge import Bridge
-    from pyro_contrast.commands import study as study_command
+    from pyro_contrast.cli import study as study_command
     from pyro_contrast.critics import Critic
-    from pyro_contrast.plots import plot_explanation
-    from pyro_contrast.study import Study
+    from pyro_contrast.marginals.bank import Bank
+    from pyro_contrast.marginals.bridge import Bridge
+    from pyro_contrast.studies.plots import plot_explanation
+    from pyro_contrast.studies.study import Study
 
     topics = list(TOPICS.items())[: args.num_topics]
     words = [w for _, (topic_words, _, _) in topics for w in topic_words]
@@ -204,7 +204,7 @@ def main(args):
     if code != 0:
         return code
 
-    from pyro_contrast.arviz import compare_elpd, to_inference_data
+    from pyro_contrast.studies.arviz import compare_elpd, to_inference_data
 
     study = Study.load(out)
     print("\nELPD of the true answer under each method's candidate conditional:")

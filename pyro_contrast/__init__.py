@@ -1,20 +1,38 @@
-"""pyro-contrast: contrastive critics as Pyro factors and distributions."""
+"""pyro-contrast: contrastive critics as Pyro factors and distributions.
 
-from pyro_contrast import diagnostics, distributions, linear, losses, ops, sim
-from pyro_contrast.arviz import to_inference_data
-from pyro_contrast.bank import Bank
-from pyro_contrast.bridge import Bridge
-from pyro_contrast.checkpoint import load_critic, save_critic
-from pyro_contrast.compare import compare
+The folders are the layers, each importing only those below it: :mod:`~pyro_contrast.ops`
+→ :mod:`~pyro_contrast.critics` → :mod:`~pyro_contrast.distributions` →
+:mod:`~pyro_contrast.marginals` → :mod:`~pyro_contrast.training` and :mod:`~pyro_contrast.sim`
+→ :mod:`~pyro_contrast.studies` → :mod:`~pyro_contrast.diagnostics` → :mod:`~pyro_contrast.cli`.
+"""
+
+from pyro_contrast import _compat, diagnostics, distributions, ops, sim
+from pyro_contrast._files import FolderExistsError
 from pyro_contrast.critics import Critic
 from pyro_contrast.diagnostics import diagnose
-from pyro_contrast.distributions import BridgedConditional, ContrastiveConditional
-from pyro_contrast.factors import contrastive_factor
-from pyro_contrast.identifiability import identifiability_r2
-from pyro_contrast.study import ComparisonResult, Study
-from pyro_contrast.train import fit
+from pyro_contrast.distributions import (
+    BridgedConditional,
+    ContrastiveConditional,
+    SphereReparam,
+    TiltedConditional,
+    UniformSphere,
+    VonMisesFisher,
+    contrastive_factor,
+)
+from pyro_contrast.marginals.bank import Bank
+from pyro_contrast.marginals.bridge import Bridge, SmallNormalizerWarning
+from pyro_contrast.studies.arviz import to_inference_data
+from pyro_contrast.studies.compare import compare
+from pyro_contrast.studies.identifiability import identifiability_r2
+from pyro_contrast.studies.result import ComparisonResult
+from pyro_contrast.studies.study import Study
+from pyro_contrast.training import linear, losses
+from pyro_contrast.training.checkpoint import load_critic, save_critic
+from pyro_contrast.training.fit import fit
 
-__version__ = "0.1.0"
+_compat.install()
+
+__version__ = "0.2.0"
 __all__ = [
     "Bank",
     "Bridge",
@@ -22,7 +40,13 @@ __all__ = [
     "ComparisonResult",
     "ContrastiveConditional",
     "Critic",
+    "FolderExistsError",
+    "SmallNormalizerWarning",
+    "SphereReparam",
     "Study",
+    "TiltedConditional",
+    "UniformSphere",
+    "VonMisesFisher",
     "compare",
     "contrastive_factor",
     "diagnose",
@@ -46,5 +70,5 @@ def __getattr__(name):
     if name == "plots":
         import importlib
 
-        return importlib.import_module("pyro_contrast.plots")
+        return importlib.import_module("pyro_contrast.studies.plots")
     raise AttributeError(f"module 'pyro_contrast' has no attribute {name!r}")

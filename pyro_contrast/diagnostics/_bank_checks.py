@@ -102,7 +102,8 @@ def nonradial(log_z, z_right, similarity):
 
 
 def candidate_term(similarity, first, last, z_right, candidates):
-    """The candidate-only term of the Gaussian marginal (MATH.md §5), per candidate."""
+    """The candidate-only term of the Gaussian marginal (:ref:`math-gaussian-bridge`), per
+    candidate."""
     loc = z_right.mean(0)
     centered = z_right - loc
     cov = centered.T @ centered / max(z_right.shape[0] - 1, 1)

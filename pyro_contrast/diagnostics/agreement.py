@@ -5,9 +5,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pyro_contrast import metrics
 from pyro_contrast._validation import as_float_tensor, check_finite
 from pyro_contrast.diagnostics._result import check_count, check_probability, make_generator
+from pyro_contrast.studies import metrics
 
 # Elements of one (replicates x queries) block of the bootstrap.
 _MAX_BLOCK = 2**22

@@ -21,7 +21,8 @@ _MAX_BATCH_ELEMENTS = 2**24
 def gaussianity(z, *, combine="bonferroni", num_simulations=None, generator=None):
     r"""Test whether rows of ``z`` are draws from a multivariate normal (Mardia's tests).
 
-    The Gaussian bridge (MATH.md §5) is the assumption under which the dot and squared-L2
+    The Gaussian bridge (:ref:`math-gaussian-bridge`) is the assumption under which the dot and
+    squared-L2
     shortcuts have a closed form. With :math:`S` the (biased) sample covariance and
     :math:`g_{ij} = (z_i - \bar z)^\top S^{-1} (z_j - \bar z)`:
 
@@ -94,7 +95,7 @@ def gaussianity(z, *, combine="bonferroni", num_simulations=None, generator=None
 def isotropy(z):
     r"""Test whether the covariance of ``z`` is a multiple of the identity (sphericity).
 
-    MATH.md §5: for a Gaussian bridge the direct dot or squared-L2 shortcut needs
+    :ref:`math-gaussian-bridge`: for a Gaussian bridge the direct dot or squared-L2 shortcut needs
     :math:`\Sigma = \sigma^2 I`. Srivastava's test compares the unbiased estimates
     :math:`\hat a_1 = \operatorname{tr} S / d` and
     :math:`\hat a_2 = \frac{m^2}{(m-1)(m+2)} \frac1d (\operatorname{tr} S^2 -

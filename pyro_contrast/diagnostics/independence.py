@@ -13,7 +13,7 @@ _RANK_TOLERANCE = 1e-8
 def conditional_independence(a, c, b):
     r"""Test :math:`A \perp C \mid B` from paired triplets under a linear-Gaussian model.
 
-    Bridging (MATH.md §2) rests on :math:`A \perp C \mid B`. Given triplets
+    Bridging (:ref:`math-bridge`) rests on :math:`A \perp C \mid B`. Given triplets
     :math:`(a_i, b_i, c_i)`, regress :math:`a` and :math:`c` on :math:`[1, b]` by least
     squares and test whether the residuals are uncorrelated: with :math:`\rho_j` the
     canonical correlations between the two residual blocks (the partial canonical
@@ -27,7 +27,8 @@ def conditional_independence(a, c, b):
 
     with :math:`p, q, r` the dimensions of A, C, B. The test is exact-ish (Bartlett's
     correction) when :math:`(A, B, C)` is jointly Gaussian — as in the linear-Gaussian chain
-    (MATH.md §6), where a hidden confounder shared by A and C is precisely what it detects.
+    (:ref:`math-linear-gaussian`), where a hidden confounder shared by A and C is precisely what
+    it detects.
     Otherwise it tests only that the *linear* dependence of A and C is explained by B
     (conditional means linear in B, finite fourth moments); nonlinear dependence on B, or a
     nonlinear A–C link, can go unseen. Apply it to embeddings of moderate dimension:

@@ -7,13 +7,14 @@ from pyro_contrast.diagnostics.weights import EffectiveSampleSize
 
 # What a rejected test means for the shortcut, by test kind (the key's first word).
 _MEANINGS = {
-    "sphere_uniformity": "bank representations are not uniform on the sphere (MATH §3)",
-    "gaussianity": "bank representations are not Gaussian (MATH §5)",
-    "isotropy": "bank covariance is not a multiple of the identity (MATH §5)",
+    "sphere_uniformity": "bank representations are not uniform on the sphere (see the "
+    "mathematics page, §3)",
+    "gaussianity": "bank representations are not Gaussian (see the mathematics page, §5)",
+    "isotropy": "bank covariance is not a multiple of the identity (see the mathematics page, §5)",
     "normalizer_constancy": "the B-C normalizer log Z(b_m) varies over the bank, so "
-    "LogSumExp-type scores differ from the exact marginal (MATH §2)",
+    "LogSumExp-type scores differ from the exact marginal (see the mathematics page, §2)",
     "candidate_term_constancy": "the candidate-only term of the Gaussian marginal varies "
-    "over candidates, so the direct score misranks them (MATH §5)",
+    "over candidates, so the direct score misranks them (see the mathematics page, §5)",
     "shared_representation": "the two critics see the bank in different spaces, so A and C "
     "embeddings are not directly comparable",
     "top1_agreement": "the direct ranking picks a different best candidate than the exact "

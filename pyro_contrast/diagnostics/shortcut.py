@@ -35,7 +35,8 @@ def diagnose(
     r"""Test the assumptions under which the direct shortcut equals the exact bridge.
 
     The direct shortcut scores candidates by the similarity of the A and C embeddings. It
-    ranks them like the exact marginal over the bank when (MATH.md §2, §3, §5):
+    ranks them like the exact marginal over the bank when (:ref:`math-bridge`,
+    :ref:`math-sphere-bridge`, :ref:`math-gaussian-bridge`):
 
     - **cosine** critics: the bank's representation is uniform on the sphere
       (:func:`sphere_uniformity`);

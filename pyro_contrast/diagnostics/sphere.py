@@ -12,7 +12,8 @@ _UNIT_TOLERANCE = 1e-4
 def sphere_uniformity(z, *, normalize=True, combine="bonferroni"):
     r"""Test whether unit vectors :math:`z_1, \dots, z_n \in S^{d-1}` are uniformly distributed.
 
-    The uniform-sphere bridge (MATH.md §3) is the assumption under which the direct cosine
+    The uniform-sphere bridge (:ref:`math-sphere-bridge`) is the assumption under which the direct
+    cosine
     shortcut ranks candidates exactly like the bridged answer. Two complementary tests, both
     valid in high dimension, look at the first two moments, which uniformity fixes at
     :math:`\mathbb E z = 0` and :math:`\mathbb E z z^\top = I/d`:

@@ -1,9 +1,15 @@
-r"""The conditional distribution a critic defines over a bank."""
+r"""The conditional distribution a critic defines over the items of a bank."""
 
 import torch
 
-from pyro_contrast._validation import as_float_tensor, check_finite
 from pyro_contrast.critics import Critic
+from pyro_contrast.distributions._bank import (
+    bank_scores,
+    check_bank,
+    encode,
+    resolve_bank,
+    validating,
+)
 from pyro_contrast.distributions._index import IndexDistribution
 
 
@@ -17,10 +23,17 @@ class ContrastiveConditional(IndexDistribution):
 
         p(m \mid x) = \frac{w_m \exp f(x, y_m)}{\sum_{m'} w_{m'} \exp f(x, y_{m'})}.
 
-    The batch shape is the leading shape of the encoded ``x``; the event is one index. It
-    supports ``enumerate_support`` and broadcasts ``log_prob`` over a leading enumeration
-    dimension, so a bank index can be summed out exactly by ``TraceEnum_ELBO`` or recovered
-    by ``infer_discrete``. The critic is a plain attribute (not a distribution parameter).
+    It is a :class:`~pyro.distributions.Categorical` (``enumerate_support``, ``mode``,
+    ``entropy``, the registered KL divergence, ``TraceEnum_ELBO``, ``infer_discrete``), so a
+    bank index can be summed out exactly or recovered from a posterior; ``mean`` and
+    ``variance`` are those of the index. The batch shape is the leading shape of the encoded
+    ``x``; the critic is a plain attribute (not a distribution parameter). Any term of
+    :math:`f` in :math:`x` alone cancels. The item itself (not its index) as a random variable
+    is :class:`~pyro_contrast.distributions.TiltedConditional`.
+
+    :meth:`from_logits` builds one from logits directly; the keyword ``logits=`` of the
+    constructor does the same and exists because Pyro's ``compute_marginals`` and
+    ``infer_discrete`` rebuild an enumerated site as ``type(fn)(logits=...)``.
 
     References:
 
@@ -28,58 +41,70 @@ class ContrastiveConditional(IndexDistribution):
     2. Che & Eysenbach (2025), *The "Law" of the Unconscious Contrastive Learner*.
 
     :param Critic critic: the critic :math:`f`.
-    :param Tensor x: conditioning inputs, encoded by ``critic.encode_x`` to ``(..., d)``.
-    :param Tensor bank: bank of ``M`` inputs of the second modality (``critic.encode_y``).
-    :param Tensor log_weights: optional (M,) log weights of the bank items.
-    :param Tensor logits: instead of a critic, the (unnormalized) log probabilities
-        ``batch_shape + (M,)`` directly; Pyro's ``compute_marginals`` rebuilds enumerated
-        sites this way.
+    :param Tensor x: conditioning inputs, encoded by ``critic.encoder_x`` to ``(..., d)``.
+    :param bank: the ``M`` items of the second modality (encoded by ``critic.encoder_y``): a
+        tensor, or a single-view :class:`~pyro_contrast.Bank` (its ``log_weights`` are used).
+    :param Tensor log_weights: optional (M,) unnormalized log weights of a tensor bank.
+    :param Tensor logits: instead of a critic, log probabilities ``batch_shape + (M,)``.
 
     >>> critic = Critic.from_embeddings("cosine", temperature=0.1)
     >>> d = ContrastiveConditional(critic, torch.randn(4, 8), torch.randn(10, 8))
-    >>> d.batch_shape, d.sample().shape
-    (torch.Size([4]), torch.Size([4]))
+    >>> d.batch_shape, d.sample().shape, d.enumerate_support().shape
+    (torch.Size([4]), torch.Size([4]), torch.Size([10, 4]))
     """
+
+    _context_attributes = ("critic", "x", "bank", "log_weights")
 
     def __init__(
         self, critic=None, x=None, bank=None, log_weights=None, *, logits=None, validate_args=None
     ):
         if logits is not None:
-            if critic is not None or x is not None or bank is not None:
+            if any(arg is not None for arg in (critic, x, bank, log_weights)):
                 raise ValueError("pass either logits= or (critic, x, bank), not both")
             self.critic = self.x = self.bank = self.log_weights = None
-            super().__init__(logits, validate_args=validate_args)
+            self._init_logits(logits, validate_args)
             return
+        self.critic, self.x, self.bank = critic, x, bank
+        logits, self.log_weights = self.critic_logits(
+            critic, x, bank, log_weights, validate_args=validate_args
+        )
+        self._init_logits(logits, validate_args)
+
+    @staticmethod
+    def critic_logits(critic, x, bank, log_weights=None, *, validate_args=None):
+        r"""The unnormalized logits :math:`f(x, y_m) + \log w_m`, shape ``batch_shape + (M,)``.
+
+        :returns: ``(logits, log_weights)`` with the log weights actually used (``None`` if
+            uniform).
+        """
         if not isinstance(critic, Critic):
             raise TypeError(f"critic must be a pyro_contrast.Critic, got {type(critic).__name__}")
-        bank = check_finite(as_float_tensor(bank, "bank"), "bank")
-        if bank.dim() < 1 or bank.shape[0] == 0:
-            raise ValueError(f"bank must be a non-empty batch of items, got {tuple(bank.shape)}")
-        embedded_x = critic.encode_x(x)
+        items, bank_weights = resolve_bank(bank)
+        if log_weights is not None and bank_weights is not None:
+            raise ValueError("the bank carries log_weights already; do not pass log_weights")
+        if log_weights is None:
+            log_weights = bank_weights
+        if log_weights is not None and not isinstance(log_weights, torch.Tensor):
+            raise TypeError(f"log_weights must be a tensor, got {type(log_weights).__name__}")
+        validate = validating(validate_args)
+        if validate:
+            check_bank(items, log_weights)
+        embedded_x = encode(critic, "x", x, validate)
         if embedded_x.dim() < 1:
             raise ValueError("x must be encoded to (..., d), got a scalar")
-        batch_shape = embedded_x.shape[:-1]
-        flat = critic.pairwise_embeddings(
-            embedded_x.reshape(-1, embedded_x.shape[-1]), critic.encode_y(bank)
-        )
-        logits = flat.reshape(batch_shape + (bank.shape[0],))
-        if log_weights is not None:
-            log_weights = as_float_tensor(log_weights, "log_weights")
-            if log_weights.shape != (bank.shape[0],):
-                raise ValueError(
-                    f"log_weights must have shape ({bank.shape[0]},), got "
-                    f"{tuple(log_weights.shape)}"
-                )
-            if torch.isnan(log_weights).any():
-                raise ValueError("log_weights contains NaN")
-            logits = logits + log_weights.to(logits.dtype)
-        self.critic = critic
-        self.x = x
-        self.bank = bank
-        self.log_weights = log_weights
-        super().__init__(logits, validate_args=validate_args)
+        embedded_bank = encode(critic, "y", items, validate)
+        return bank_scores(critic, embedded_x, embedded_bank, log_weights), log_weights
 
-    def _expand_extra(self, new, batch_shape):
-        # Keep x consistent with the batch when it is already an embedding batch.
+    @classmethod
+    def infer_shapes(cls, critic=None, x=None, bank=None, log_weights=None, logits=None):
+        """Batch and event shapes from the shapes of ``x`` (encoders keep leading dims)."""
+        if logits is not None:
+            return torch.Size(logits[:-1]), torch.Size()
+        if x is None:
+            raise NotImplementedError("ContrastiveConditional.infer_shapes needs x or logits")
+        return torch.Size(x[:-1]), torch.Size()
+
+    def _expand_context(self, new, batch_shape):
+        # Keep x consistent with the batch when it is an embedding batch of the batch shape.
         if isinstance(self.x, torch.Tensor) and self.x.shape[:-1] == self.batch_shape:
             new.x = self.x.expand(batch_shape + self.x.shape[-1:])

@@ -15,7 +15,7 @@ class UniformSphere(TorchDistribution):
         \log p(x) = -\log|S^{d-1}| = -\log 2 - \tfrac{d}{2}\log\pi + \log\Gamma(d/2).
 
     The bridge marginal under which the direct cosine comparison ranks exactly like the true
-    density ratio (MATH.md §3), and the :math:`\kappa = 0` limit of
+    density ratio (:ref:`math-sphere-bridge`), and the :math:`\kappa = 0` limit of
     :class:`~pyro_contrast.distributions.vmf.VonMisesFisher`. Samples are normalized standard
     Gaussian vectors. Mean 0, variance :math:`1/d` per coordinate, entropy
     :math:`\log|S^{d-1}|`.
@@ -54,6 +54,11 @@ class UniformSphere(TorchDistribution):
         self.dtype = dtype
         super().__init__(batch_shape, torch.Size([self.dim]), validate_args=validate_args)
 
+    @staticmethod
+    def infer_shapes(dim, batch_shape=()):
+        """Shapes from the *values* of ``dim`` and ``batch_shape`` (no tensor arguments)."""
+        return torch.Size(batch_shape), torch.Size([int(dim)])
+
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(UniformSphere, _instance)
         batch_shape = torch.Size(batch_shape)
@@ -86,6 +91,11 @@ class UniformSphere(TorchDistribution):
             self._validate_sample(value)
         shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
         return torch.full(shape, -self.log_area, dtype=self.dtype, device=value.device)
+
+    @property
+    def mode(self):
+        """Every point is a mode: NaN, as torch does for flat densities."""
+        return torch.full(self.batch_shape + self.event_shape, math.nan, dtype=self.dtype)
 
     @property
     def mean(self):

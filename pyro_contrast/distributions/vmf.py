@@ -4,7 +4,11 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions.util import broadcast_shape
+from torch.distributions.utils import lazy_property
 
+from pyro_contrast.distributions._jit import ignore_jit_warnings, static_shape
+from pyro_contrast.distributions._vmf_implicit import SampleCosine
 from pyro_contrast.ops.bessel import bessel_ratio, log_hyp0f1_sphere
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -24,7 +28,7 @@ class VonMisesFisher(TorchDistribution):
         {}_0F_1(; d/2; \kappa^2/4)}, \qquad x, \mu \in S^{d-1},\ \kappa \ge 0.
 
     It is the conditional of a uniform-sphere representation tilted by a cosine critic
-    :math:`\kappa \cos(u, z)` (MATH.md §3). ``log_prob`` is evaluated as
+    :math:`\kappa \cos(u, z)` (:ref:`math-sphere-bridge`). ``log_prob`` is evaluated as
     :math:`\kappa(\mu^\top x - 1) - [L_d(\kappa) - \kappa] - \log|S^{d-1}|`, which avoids
     cancelling two numbers of size :math:`\kappa`, with the stable log-Bessel function
     :func:`~pyro_contrast.ops.bessel.log_hyp0f1_sphere`: finite and accurate for
@@ -33,11 +37,21 @@ class VonMisesFisher(TorchDistribution):
     all draws (acceptance rate at least 0.68 for every :math:`d, \kappa`), followed by a
     Householder reflection of :math:`e_1` onto :math:`\mu`.
 
+    ``rsample`` is reparameterized: gradients reach ``loc`` through the reflection and
+    ``concentration`` through implicit reparameterization of the cosine :math:`W = \mu^\top
+    x` (Figurnov et al.), :math:`dW/d\kappa = -\partial_\kappa F(W;\kappa) / p(W;\kappa)`
+    with :math:`F` the CDF of :math:`W`, its :math:`\kappa`-derivative a one-dimensional
+    integral evaluated by Gauss–Legendre quadrature (no rejection-sampler correction term is
+    needed). As a latent variable under NUTS or HMC use
+    :class:`~pyro_contrast.distributions.SphereReparam`.
+
     **References**
 
     1. A. T. A. Wood (1994). Simulation of the von Mises Fisher distribution.
        *Communications in Statistics – Simulation and Computation* 23(1), 157–164.
     2. K. V. Mardia, P. E. Jupp (2000). *Directional Statistics*, §9.3.
+    3. M. Figurnov, S. Mohamed, A. Mnih (2018). Implicit reparameterization gradients.
+       *NeurIPS*.
 
     :param Tensor loc: unit mean direction, shape ``batch_shape + (d,)`` with :math:`d \ge 2`.
     :param concentration: non-negative concentration :math:`\kappa`, broadcastable with
@@ -52,22 +66,27 @@ class VonMisesFisher(TorchDistribution):
 
     arg_constraints = {"loc": constraints.real_vector, "concentration": constraints.nonnegative}
     support = constraints.sphere
-    has_rsample = False
+    has_rsample = True
 
     def __init__(self, loc, concentration, *, validate_args=None):
         if not torch.is_tensor(loc):
             raise TypeError(f"loc must be a torch.Tensor, got {type(loc).__name__}")
-        if loc.dim() < 1 or loc.shape[-1] < 2:
-            raise ValueError(f"loc must have shape (..., d) with d >= 2, got {tuple(loc.shape)}")
-        concentration = torch.as_tensor(concentration, device=loc.device)
+        with ignore_jit_warnings():
+            if loc.dim() < 1 or loc.shape[-1] < 2:
+                raise ValueError(
+                    f"loc must have shape (..., d) with d >= 2, got {tuple(loc.shape)}"
+                )
+        event_shape = static_shape(loc.shape[-1:])
+        if not torch.is_tensor(concentration):
+            concentration = torch.full((), float(concentration), device=loc.device)
         dtype = torch.promote_types(loc.dtype, concentration.dtype)
         if not dtype.is_floating_point or dtype in _LOW_PRECISION:
             dtype = torch.promote_types(dtype, torch.float32)
         loc, concentration = loc.to(dtype), concentration.to(dtype)
         batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
-        self.loc = loc.expand(batch_shape + loc.shape[-1:])
+        self.loc = loc.expand(batch_shape + event_shape)
         self.concentration = concentration.expand(batch_shape)
-        super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
+        super().__init__(batch_shape, event_shape, validate_args=validate_args)
         if self._validate_args:
             self._validate_parameters()
 
@@ -82,11 +101,17 @@ class VonMisesFisher(TorchDistribution):
         if not torch.isfinite(self.concentration).all():
             raise ValueError("concentration must be finite")
 
+    @staticmethod
+    def infer_shapes(loc, concentration=()):
+        return torch.Size(broadcast_shape(loc[:-1], concentration)), torch.Size(loc[-1:])
+
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(VonMisesFisher, _instance)
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape + self.event_shape)
         new.concentration = self.concentration.expand(batch_shape)
+        if "scaled_log_normalizer" in self.__dict__:
+            new.scaled_log_normalizer = self.scaled_log_normalizer.expand(batch_shape)
         super(VonMisesFisher, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -98,10 +123,14 @@ class VonMisesFisher(TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        kappa = self.concentration
         cosine_gap = (value * self.loc).sum(-1) - 1
-        log_normalizer = log_hyp0f1_sphere(self.dim, kappa, scaled=True)
-        return kappa * cosine_gap - log_normalizer - _log_sphere_area(self.dim)
+        log_normalizer = self.scaled_log_normalizer
+        return self.concentration * cosine_gap - log_normalizer - _log_sphere_area(self.dim)
+
+    @lazy_property
+    def scaled_log_normalizer(self):
+        r""":math:`L_d(\kappa) - \kappa`, computed once per instance (batch shape)."""
+        return log_hyp0f1_sphere(self.dim, self.concentration, scaled=True)
 
     def _sample_cosine(self, kappa):
         """Wood's rejection sampler for ``W = mu . x``, vectorized over the flat ``kappa``."""
@@ -117,7 +146,7 @@ class VonMisesFisher(TorchDistribution):
             k, bk = kappa[pending], b[pending]
             z = beta.sample(pending.shape)
             denominator = (1 - z) + bk * z
-            # Wood's test written without cancelling terms (MATH.md §4)
+            # Wood's test written without cancelling terms (mathematics page, section 4)
             log_accept = k * 2 * bk * (1 - 2 * z) / ((1 + bk) * denominator) + (d - 1) * (
                 torch.log1p(bk) - math.log(2.0) - torch.log(denominator)
             )
@@ -149,6 +178,29 @@ class VonMisesFisher(TorchDistribution):
             x[:, 0] = w.to(dtype)
             return self._rotate_from_e1(x.reshape(shape))
 
+    def rsample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        dtype = self.loc.dtype
+        kappa = self.concentration.double().expand(shape[:-1]).reshape(-1)
+        w, one_minus_w = SampleCosine.apply(kappa, self.dim, self._sample_cosine)
+        radius = (one_minus_w * (2 - one_minus_w)).sqrt()
+        with torch.no_grad():
+            tangent = torch.randn(kappa.numel(), self.dim - 1, dtype=dtype, device=kappa.device)
+            tangent = tangent / torch.linalg.vector_norm(tangent, dim=-1, keepdim=True)
+        x = torch.cat([w.unsqueeze(-1), radius.unsqueeze(-1) * tangent.double()], -1)
+        return self._reflect_from_e1(x.to(dtype).reshape(shape))
+
+    def _reflect_from_e1(self, x):
+        """Out-of-place, differentiable version of :meth:`_rotate_from_e1`."""
+        mu = self.loc
+        sign = torch.where(mu[..., :1] >= 0, 1.0, -1.0).to(mu.dtype)
+        first = torch.zeros_like(mu[..., :1])
+        e1 = torch.cat([first + 1, torch.zeros_like(mu[..., 1:])], -1)
+        u = sign * mu + e1
+        norm_sq = 2 * (1 + sign * mu[..., :1])
+        projection = (x * u).sum(-1, keepdim=True)
+        return -sign * (x - projection * (2 / norm_sq) * u)
+
     def _rotate_from_e1(self, x):
         """Apply, in place, an orthogonal map sending ``e1`` to ``loc``.
 
@@ -170,6 +222,10 @@ class VonMisesFisher(TorchDistribution):
         ratio = bessel_ratio(self.dim, kappa)
         safe = torch.where(kappa > 0, kappa, 1.0)
         return ratio, torch.where(kappa > 0, ratio / safe, 1.0 / self.dim)
+
+    @property
+    def mode(self):
+        return self.loc
 
     @property
     def mean(self):

@@ -134,8 +134,9 @@ def resolve_marginal(marginal, bank_embeddings=None, *, critics=None, ridge=1e-6
         check_rows(check_finite(bank_embeddings, "bank_embeddings"), "bank_embeddings")
     if isinstance(marginal, str):
         if marginal not in MARGINALS:
-            raise ValueError(f"marginal must be one of {MARGINALS} or a distribution, "
-                             f"got {marginal!r}")
+            raise ValueError(
+                f"marginal must be one of {MARGINALS} or a distribution, got {marginal!r}"
+            )
         if bank_embeddings is None:
             raise ValueError(f"marginal={marginal!r} needs bank_embeddings to fit it")
         if marginal == "sphere":
@@ -147,8 +148,10 @@ def resolve_marginal(marginal, bank_embeddings=None, *, critics=None, ridge=1e-6
     kind = _marginal_kind(marginal, "marginal")
     dim = marginal.event_shape[-1]
     if bank_embeddings is not None and bank_embeddings.shape[-1] != dim:
-        raise ValueError(f"marginal has dimension {dim} but bank_embeddings have "
-                         f"{bank_embeddings.shape[-1]} columns")
+        raise ValueError(
+            f"marginal has dimension {dim} but bank_embeddings have "
+            f"{bank_embeddings.shape[-1]} columns"
+        )
     if critics is not None:
         _check_similarities(critics, kind)
     return marginal
@@ -178,9 +181,11 @@ def _marginal_kind(marginal, name):
     elif isinstance(marginal, _sphere_classes()):
         kind = "sphere"
     else:
-        raise TypeError(f"{name} must be a MultivariateNormal, UniformSphere or VonMisesFisher "
-                        f"(or 'sphere' / 'gaussian' via resolve_marginal), got "
-                        f"{type(marginal).__name__}")
+        raise TypeError(
+            f"{name} must be a MultivariateNormal, UniformSphere or VonMisesFisher "
+            f"(or 'sphere' / 'gaussian' via resolve_marginal), got "
+            f"{type(marginal).__name__}"
+        )
     if marginal.batch_shape != ():
         raise ValueError(f"{name} must have batch shape (), got {tuple(marginal.batch_shape)}")
     return kind
@@ -208,10 +213,15 @@ def _check_similarities(critics, kind):
     allowed = ("cosine",) if kind == "sphere" else _GAUSSIAN_SIMILARITIES
     for name, critic in zip(("critic_ab", "critic_bc"), critics, strict=True):
         if critic.similarity not in allowed:
-            hint = ("use marginal='gaussian' (dot, neg_sq_l2 or bilinear critics)"
-                    if kind == "sphere" else "use marginal='sphere' for cosine critics")
-            raise ValueError(f"{name} has similarity {critic.similarity!r}, which has no "
-                             f"closed form with a {kind} marginal; {hint}")
+            hint = (
+                "use marginal='gaussian' (dot, neg_sq_l2 or bilinear critics)"
+                if kind == "sphere"
+                else "use marginal='sphere' for cosine critics"
+            )
+            raise ValueError(
+                f"{name} has similarity {critic.similarity!r}, which has no "
+                f"closed form with a {kind} marginal; {hint}"
+            )
 
 
 def _gaussian_params(dist):
@@ -226,11 +236,15 @@ def _gaussian_log_ratio(critic_ab, critic_bc, u, v, marginal, target):
     dim_a = dim if form_ab[0] is None else form_ab[0].shape[0]
     dim_c = dim if form_bc[0] is None else form_bc[0].shape[1]
     if form_ab[0] is not None and form_ab[0].shape[1] != dim:
-        raise ValueError(f"critic_ab.weight has shape {tuple(form_ab[0].shape)}, but the "
-                         f"marginal has dimension {dim}")
+        raise ValueError(
+            f"critic_ab.weight has shape {tuple(form_ab[0].shape)}, but the "
+            f"marginal has dimension {dim}"
+        )
     if form_bc[0] is not None and form_bc[0].shape[0] != dim:
-        raise ValueError(f"critic_bc.weight has shape {tuple(form_bc[0].shape)}, but the "
-                         f"marginal has dimension {dim}")
+        raise ValueError(
+            f"critic_bc.weight has shape {tuple(form_bc[0].shape)}, but the "
+            f"marginal has dimension {dim}"
+        )
     _check_dim(u, dim_a, "a (encoded)")
     _check_dim(v, dim_c, "c (encoded)")
     if target is not None:
@@ -238,8 +252,9 @@ def _gaussian_log_ratio(critic_ab, critic_bc, u, v, marginal, target):
             raise ValueError("target must be a MultivariateNormal for a Gaussian marginal")
         target = _gaussian_params(target)
         if target[0].shape[-1] != dim_c:
-            raise ValueError(f"target has dimension {target[0].shape[-1]}, but C embeddings "
-                             f"have {dim_c}")
+            raise ValueError(
+                f"target has dimension {target[0].shape[-1]}, but C embeddings have {dim_c}"
+            )
     return gaussian_log_ratio(u, v, form_ab, form_bc, loc, tril, target)
 
 
@@ -253,8 +268,10 @@ def _sphere_log_ratio(critic_ab, critic_bc, u, v, marginal, target):
     if target is not None and not (
         isinstance(target, UniformSphere) and target.event_shape == marginal.event_shape
     ):
-        raise ValueError("with a sphere marginal, target must be None or UniformSphere of the "
-                         "same dimension (other C laws have no closed-form normalizer)")
+        raise ValueError(
+            "with a sphere marginal, target must be None or UniformSphere of the "
+            "same dimension (other C laws have no closed-form normalizer)"
+        )
     k1 = 1.0 / critic_ab.temperature.to(torch.float64)
     k2 = 1.0 / critic_bc.temperature.to(torch.float64)
     u, v = _normalize(u), _normalize(v)
@@ -279,5 +296,7 @@ def _normalize(u):
 
 def _check_dim(embeddings, dim, name):
     if embeddings.shape[-1] != dim:
-        raise ValueError(f"{name} has dimension {embeddings.shape[-1]}, but the bridge "
-                         f"representation needs {dim}")
+        raise ValueError(
+            f"{name} has dimension {embeddings.shape[-1]}, but the bridge "
+            f"representation needs {dim}"
+        )

@@ -50,7 +50,47 @@ def log_normalizer(critic, bank_right, targets):
 def three_chain_partials(
     *views_and_weights, left, right, queries, candidates, targets, method, log_z=None
 ):
-    r"""Log-space partial sums of one bank chunk for a chain A – B – C.
+    r"""Log-space partial sums of one bank chunk (raw views) for a chain A – B – C.
+
+    Encodes the chunk with each adjacent critic and returns :func:`encoded_partials`. This is
+    the unit of work of distributed (Dask) reductions.
+    """
+    *views, log_weights = views_and_weights
+    bank_left, bank_right = encode_chunk(left, right, views)
+    return encoded_partials(
+        bank_left,
+        bank_right,
+        log_weights,
+        left=left,
+        right=right,
+        queries=queries,
+        candidates=candidates,
+        targets=targets,
+        method=method,
+        log_z=log_z,
+    )
+
+
+def encode_chunk(left, right, views):
+    """A bank chunk as seen by the left critics (one embedding each) and the right critic."""
+    bank_left = [c.encode_y(views[j if len(views) > 1 else 0]) for j, c in enumerate(left)]
+    return bank_left, right.encode_x(views[-1])
+
+
+def encoded_partials(
+    bank_left,
+    bank_right,
+    log_weights,
+    *,
+    left,
+    right,
+    queries,
+    candidates,
+    targets,
+    method,
+    log_z=None,
+):
+    r"""Log-space partial sums of one encoded bank chunk for a chain A – B – C.
 
     Returns ``(numerator, denominator)`` with shapes (N, K) and (N,):
 
@@ -59,20 +99,24 @@ def three_chain_partials(
     - ``"lse"``: :math:`\log \sum_m e^{F_{nm} + G_{mk}}` and :math:`\log \sum_m w_m`.
 
     Partials of disjoint chunks combine by ``logaddexp``; the estimate is their difference.
-    ``log_z`` optionally supplies the chunk's C normalizer (it does not depend on the queries,
-    so a caller may cache it).
-    This is the unit of work of streaming and distributed (Dask) reductions.
+    The chunk is scored once: with no ``targets`` the C normalizer comes from the same
+    scores as the numerator; ``log_z`` optionally supplies it (it does not depend on the
+    queries, so a caller may cache it).
     """
-    *views, log_weights = views_and_weights
-    bank_left = [c.encode_y(views[j if len(views) > 1 else 0]) for j, c in enumerate(left)]
-    bank_right = right.encode_x(views[-1])
     scores_left = left_scores(left, queries, bank_left, log_weights)
     scores_right = right.pairwise_embeddings(bank_right, candidates)
     if method == "exact":
+        num_candidates = candidates.shape[0]
+        if log_z is None and targets is None:
+            # Normalized over the candidates themselves: one fused pass, and since each row of
+            # p(c | b_m) then sums to one over k, the denominator log sum_m e^{F_nm} is the
+            # numerator's log-sum over k (minus log K) -- no second pass over F.
+            # (log K, the normalizer's mean, is added to the small result, not to M x K)
+            numerator = logmatmul(scores_left, scores_right.log_softmax(-1))
+            denominator = torch.logsumexp(numerator, -1)
+            return numerator + math.log(num_candidates), denominator
         if log_z is not None:
             log_z = log_z.to(scores_right.dtype)
-        elif targets is None:
-            log_z = torch.logsumexp(scores_right, -1) - math.log(candidates.shape[0])
         else:
             log_z = log_normalizer(right, bank_right, targets)
         numerator = logmatmul(scores_left, scores_right - log_z.unsqueeze(-1))

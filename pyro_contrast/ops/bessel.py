@@ -9,9 +9,9 @@ With :math:`\nu = d/2 - 1` this module evaluates, in float64 internally,
 
 for :math:`d \ge 2` and real :math:`r` (:math:`L_d` is even in :math:`r`). :math:`L_d` is the
 log normalizer of the von Mises–Fisher distribution and of the uniform-sphere bridge
-(MATH.md §3–§4).
+(:ref:`math-sphere-bridge`, :ref:`math-vmf`).
 
-Scheme (MATH.md §4): for :math:`r \le 30` the power series of :math:`{}_0F_1` is summed
+Scheme (:ref:`math-vmf`): for :math:`r \le 30` the power series of :math:`{}_0F_1` is summed
 (all terms are positive and below :math:`e^{30}`, so nothing cancels or overflows) and its
 logarithm taken by ``log1p``, so tiny values keep full relative precision. For
 :math:`r > 30` the Debye uniform asymptotic expansion (DLMF 10.41.3, ten correction terms)
@@ -44,6 +44,8 @@ import math
 from fractions import Fraction
 
 import torch
+
+from pyro_contrast._validation import ignore_jit_warnings
 
 _SERIES_MAX_R = 30.0
 _DEBYE_MIN_ORDER = 30.0
@@ -176,7 +178,12 @@ def _small_argument(nu, r):
             tail = tail + term
             tail_next = tail_next + term * b / (b + k)
         # once terms decrease (z < (b + k) (k + 1)) and are below rounding, the tail is too
-        if k % 8 == 0 and bool(((term <= 1e-17 * tail) & (z < (b + k) * (k + 1))).all()):
+        # (a traced graph sums every term: it must not depend on the example's values)
+        if (
+            k % 8 == 0
+            and not torch.jit.is_tracing()
+            and bool(((term <= 1e-17 * tail) & (z < (b + k) * (k + 1))).all())
+        ):
             break
     return torch.log1p(tail), r / (2 * b) * (1 + tail_next) / (1 + tail)
 
@@ -189,6 +196,9 @@ def _evaluate(nu, signed_r):
     shape = torch.broadcast_shapes(nu.shape, signed_r.shape)
     signed_r = signed_r.expand(shape)
     r = signed_r.abs()
+    if torch.jit.is_tracing():
+        with ignore_jit_warnings():
+            return _evaluate_traced(nu, signed_r, r, shape)
     if nu.numel() and bool((nu == nu.reshape(-1)[0]).all()):
         nu = nu.reshape(-1)[0]  # one order: the branches below then work with scalars
     else:
@@ -213,16 +223,43 @@ def _evaluate(nu, signed_r):
     return value, scaled, ratio
 
 
+def _evaluate_traced(nu, signed_r, r, shape):
+    """:func:`_evaluate` without branches on the values of ``r``, for ``torch.jit.trace``.
+
+    Both regimes are evaluated on every element (each on arguments clamped into its own
+    range, so neither overflows) and selected elementwise: a traced model stays exact when
+    a concentration crosses from one regime into the other. The order ``nu`` (a dimension)
+    is static, so branching on it is fine.
+    """
+    if nu.numel() and bool((nu == nu.reshape(-1)[0]).all()):
+        nu = nu.reshape(-1)[0]
+    else:
+        nu = nu.expand(shape)
+    small = r <= _SERIES_MAX_R
+    r_small = torch.where(small, r, torch.zeros_like(r))
+    r_large = torch.where(small, torch.full_like(r, 2 * _SERIES_MAX_R), r)
+    v_small, a_small = _small_argument(nu, r_small)
+    v_large, s_large, a_large = _large_argument(nu, r_large)
+    value = torch.where(small, v_small, v_large)
+    scaled = torch.where(small, v_small - r, s_large)
+    ratio = torch.where(small, a_small, a_large)
+    negative = signed_r < 0
+    scaled = torch.where(negative, value - signed_r, scaled)
+    ratio = torch.where(negative, -ratio, ratio)
+    return value, scaled, ratio
+
+
 def _as_inputs(dim, r, name):
     if not torch.is_tensor(r):
         r = torch.as_tensor(r, dtype=torch.get_default_dtype())
     elif not r.is_floating_point():
         r = r.to(torch.get_default_dtype())
-    if torch.isnan(r).any():
-        raise ValueError(f"{name} contains NaN")
-    dim = torch.as_tensor(dim, dtype=torch.float64, device=r.device)
-    if torch.isnan(dim).any() or (dim < 2).any():
-        raise ValueError(f"dim must be >= 2, got {dim.tolist()}")
+    with ignore_jit_warnings():  # checks of the traced example; the dimension is static
+        if not torch.jit.is_tracing() and torch.isnan(r).any():
+            raise ValueError(f"{name} contains NaN")
+        dim = torch.as_tensor(dim, dtype=torch.float64, device=r.device)
+        if torch.isnan(dim).any() or (dim < 2).any():
+            raise ValueError(f"dim must be >= 2, got {dim.tolist()}")
     return dim / 2 - 1, r
 
 

@@ -50,15 +50,18 @@ def logmatmul(x, y, *, chunk_size=None):
     in chunks; each chunk is shifted by its own row maxima of ``x`` and column maxima of
     ``y``, exponentiated, multiplied by a real GEMM and accumulated relative to a per-cell
     reference. A rigorous bound on what underflow can lose flags the cells where one shift
-    pair is not enough (scores spanning hundreds of nats with the row and column maxima at
-    different :math:`m`). Those cells are retried with 8x and 64x smaller chunks on the
-    submatrix of their rows and columns (tighter shifts, still GEMMs), and what the bound
-    still cannot certify is recomputed in log space, gathered and chunked. The result
-    matches a float64 ``torch.logsumexp`` of the broadcast sum to
-    :math:`\max(10^{-4}, 5 \cdot 10^{-7} |\mathrm{out}|)` in float32 for any finite inputs
-    (sums beyond the float range give ``inf``). Ordinary scores (e.g. cosine over
-    temperature 0.07) never leave the fast path; adversarial ones cost up to O(NMK)
-    elementwise work, still chunked.
+    pair is not enough (the best terms of a cell far below its row plus column maxima:
+    squared-L2 scores of spread-out embeddings, cold temperatures). Those cells are
+    recomputed on the submatrix of their rows and columns in float64, whose range (used
+    from the top as well as the bottom) holds terms ~1,000 nats apart instead of ~60; when
+    a probe predicts that most of the matrix would need it, the first pass runs in float64
+    outright, about 2x the float32 cost. What float64 cannot certify is retried with 8x and
+    64x smaller chunks (tighter shifts, still GEMMs) and finally recomputed in log space,
+    gathered and chunked. The result matches a float64 ``torch.logsumexp`` of the broadcast
+    sum to :math:`\max(10^{-4}, 5 \cdot 10^{-7} |\mathrm{out}|)` in float32 for any finite
+    inputs (sums beyond the float range give ``inf``). Ordinary scores (e.g. cosine over
+    temperature 0.07) never leave the float32 path; scores spanning ~1,400 nats cost about
+    twice as much; adversarial ones cost up to O(NMK) elementwise work, still chunked.
 
     Infinite and NaN inputs behave like ``torch.logsumexp`` of ``x[..., :, :, None] +
     y[..., None, :, :]`` over the inner dim: an all ``-inf`` sum is ``-inf``, a ``+inf``
@@ -66,7 +69,8 @@ def logmatmul(x, y, *, chunk_size=None):
 
     The gradient is the softmax-weighted product
     :math:`\partial L / \partial x_{nm} = \sum_k g_{nk} e^{x_{nm} + y_{mk} - \mathrm{out}_{nk}}`
-    (likewise for ``y``), computed chunk by chunk with the same safeguards, so training
+    (likewise for ``y``), computed chunk by chunk with the same safeguards (float32 GEMMs,
+    or float64 ones when many cells need the range, then gathered cells), so training
     memory stays :math:`O(NK + \text{chunk})` beyond the gradients. Cells whose output is
     ``-inf`` contribute zero gradient (``torch.logsumexp`` gives NaN there). Double
     backward works (it differentiates the chunked backward, keeping its chunks in memory).

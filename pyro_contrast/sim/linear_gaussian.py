@@ -22,7 +22,7 @@ class LinearGaussianChain:
     with :math:`\varepsilon \sim \mathcal N(0, s^2 I)` and an optional hidden confounder
     :math:`U \sim \mathcal N(0, I)` shared by A and C (weight ``rho``), which breaks
     :math:`A \perp C \mid B`. Everything is jointly Gaussian, so the pointwise mutual
-    information of any pair is a difference of Gaussian log densities (MATH.md §6):
+    information of any pair is a difference of Gaussian log densities (:ref:`math-linear-gaussian`):
 
     .. math::
 

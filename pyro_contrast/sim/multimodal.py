@@ -54,8 +54,16 @@ class MultimodalLatentModel:
     (torch.Size([4, 4]), torch.Size([4, 5]), ['content', 'm1', 'm2', 'style', 'style_2'])
     """
 
-    def __init__(self, content_dim=2, style_dim=2, private_dims=(2, 2), style_change_prob=0.5,
-                 dependence=None, mixing_layers=3, seed=0):
+    def __init__(
+        self,
+        content_dim=2,
+        style_dim=2,
+        private_dims=(2, 2),
+        style_change_prob=0.5,
+        dependence=None,
+        mixing_layers=3,
+        seed=0,
+    ):
         _check_int(content_dim, "content_dim", 1)
         _check_int(style_dim, "style_dim", 0)
         if not isinstance(private_dims, (tuple, list)) or len(private_dims) != 2:
@@ -73,8 +81,10 @@ class MultimodalLatentModel:
         self.dependence, self.mixing_layers, self.seed = dependence, int(mixing_layers), seed
         g = torch.Generator().manual_seed(seed)
         self.mixings = [
-            [_invertible(self.content_dim + self.style_dim + m, g)
-             for _ in range(self.mixing_layers)]
+            [
+                _invertible(self.content_dim + self.style_dim + m, g)
+                for _ in range(self.mixing_layers)
+            ]
             for m in self.private_dims
         ]
         total = self.content_dim + self.style_dim + sum(self.private_dims)
@@ -83,8 +93,11 @@ class MultimodalLatentModel:
             scale = 1 / math.sqrt(self.content_dim)
             self.causal_weights = {
                 name: scale * torch.randn(dim, self.content_dim, generator=g, dtype=torch.float64)
-                for name, dim in (("style", self.style_dim), ("m1", self.private_dims[0]),
-                                  ("m2", self.private_dims[1]))
+                for name, dim in (
+                    ("style", self.style_dim),
+                    ("m1", self.private_dims[0]),
+                    ("m2", self.private_dims[1]),
+                )
             }
         self._generator = torch.Generator().manual_seed(seed + 1)
 
@@ -130,10 +143,12 @@ class MultimodalLatentModel:
         return {"content": content, "style": style, "style_2": style_2, "m1": m1, "m2": m2}
 
     def __repr__(self):
-        return (f"MultimodalLatentModel(content_dim={self.content_dim}, "
-                f"style_dim={self.style_dim}, private_dims={self.private_dims}, "
-                f"style_change_prob={self.style_change_prob}, dependence={self.dependence!r}, "
-                f"mixing_layers={self.mixing_layers}, seed={self.seed})")
+        return (
+            f"MultimodalLatentModel(content_dim={self.content_dim}, "
+            f"style_dim={self.style_dim}, private_dims={self.private_dims}, "
+            f"style_change_prob={self.style_change_prob}, dependence={self.dependence!r}, "
+            f"mixing_layers={self.mixing_layers}, seed={self.seed})"
+        )
 
 
 def _invertible(dim, g):

@@ -48,6 +48,9 @@ Fields of :class:`Example`:
 - ``scipy_log_prob(dist, value)``: optional reference log density (numpy or tensor) of a
   float64 ``dist`` at ``value``; compared with ``log_prob`` at relative/absolute ``scipy_rtol``.
 - ``num_samples``: Monte Carlo size of the statistical checks (default 20000).
+- ``gof(dist, num_samples)``: optional goodness-of-fit check replacing the default one (for
+  distributions that are neither enumerable nor have a density, e.g. a resampled bank); it
+  raises ``AssertionError`` when the sampler disagrees with ``log_prob``.
 
 Discrete distributions (``has_enumerate_support = True``, e.g. index distributions over a bank
 with ``support = integer_interval(0, M - 1)``) are tested by enumeration: shapes for both
@@ -119,6 +122,7 @@ class Example:
     scipy_log_prob: Callable | None = None
     scipy_rtol: float = 1e-6
     num_samples: int = 20000
+    gof: Callable | None = None
     _probe: dict = field(default_factory=dict, repr=False)
 
     def build(self, batch_shape, dtype):
@@ -208,6 +212,9 @@ class DistributionHarness:
 
     def test_goodness_of_fit(self, case):
         ex = case.example
+        if ex.gof is not None:
+            ex.gof(case.build(), ex.num_samples)
+            return
         check_goodness_of_fit(case.build(), case.dtype, ex.num_samples, pit=ex.pit)
 
     @_only(lambda case: case.example.moments, "every example sets moments=False")

@@ -23,10 +23,16 @@ _BRIDGES = {s: _bridge(s) for s in ("cosine", "neg_sq_l2")}
 _BRIDGES32 = {s: _bridge(s, torch.float32) for s in ("cosine", "neg_sq_l2")}
 
 
+def _bridged(bridge, a, candidates, method="exact"):
+    """What ``Bridge.conditional`` does: the bridge scores, the distribution takes logits."""
+    flat = bridge.log_ratio(a.reshape(-1, a.shape[-1]), candidates, method=method)
+    return pc.BridgedConditional(logits=flat.reshape(a.shape[:-1] + flat.shape[-1:]))
+
+
 def _factory(similarity, method):
     def factory(a, candidates):
         bridges = _BRIDGES32 if a.dtype == torch.float32 else _BRIDGES
-        return pc.BridgedConditional(bridges[similarity], a, candidates, method=method)
+        return _bridged(bridges[similarity], a, candidates, method)
 
     return factory
 
@@ -39,13 +45,10 @@ def _params(batch_shape, dtype):
 
 
 def _invalid():
-    bridge = _BRIDGES["cosine"]
-    a, c = torch.randn(2, 3), torch.randn(NUM_CANDIDATES, 3)
     return [
-        lambda: pc.BridgedConditional(bridge, a, c[:0]),
-        lambda: pc.BridgedConditional(bridge, torch.full((2, 3), float("nan")), c),
-        lambda: pc.BridgedConditional(bridge, a, c, method="oracle"),
-        lambda: pc.BridgedConditional(bridge, torch.randn(2, 7), c),
+        lambda: pc.BridgedConditional(logits=torch.zeros(2, 0)),
+        lambda: pc.BridgedConditional(logits=torch.tensor([0.0, float("nan")])),
+        lambda: pc.BridgedConditional(logits=torch.tensor(1.0)),
     ]
 
 
@@ -70,7 +73,7 @@ def _models(bridge, candidates):
     def collapsed(c_index):
         with pyro.plate("queries", c_index.shape[0]):
             a = pyro.sample("a", dist.Normal(torch.zeros(3, dtype=bank.dtype), 1.0).to_event(1))
-            pyro.sample("c", bridge.conditional(a, candidates), obs=c_index)
+            pyro.sample("c", _bridged(bridge, a, candidates), obs=c_index)
 
     return enumerated, collapsed
 
@@ -105,16 +108,27 @@ def test_nuts_over_queries_runs_on_collapsed_model():
     a = mcmc.get_samples()["a"]
     assert a.shape == (60, 2, 3) and torch.isfinite(a).all()
     # Posterior queries must favour the observed candidate more than prior queries do.
-    post = bridge.conditional(a.reshape(-1, 3), candidates).probs[:, 2].mean()
-    prior = (
-        bridge.conditional(torch.randn(2000, 3, dtype=torch.float64), candidates).probs[:, 2].mean()
-    )
+    post = _bridged(bridge, a.reshape(-1, 3), candidates).probs[:, 2].mean()
+    prior = _bridged(bridge, torch.randn(2000, 3, dtype=torch.float64), candidates).probs[:, 2]
+    prior = prior.mean()
     assert post > prior
 
 
 def test_batch_shapes_flatten_queries():
     bridge = _BRIDGES["cosine"]
     a, c = torch.randn(3, 2, 3), torch.randn(NUM_CANDIDATES, 3)
-    d = bridge.conditional(a, c)
+    d = _bridged(bridge, a, c)
     assert d.batch_shape == (3, 2)
     assert_close(d.logits.reshape(6, -1), bridge.log_ratio(a.reshape(6, 3), c).log_softmax(-1))
+
+
+def test_logits_keyword_tensor_or_callable():
+    logits = torch.randn(4, 6)
+    for given in (logits, lambda: logits):
+        d = pc.BridgedConditional(logits=given)
+        assert isinstance(d, dist.Categorical)
+        assert_close(d.logits, logits.log_softmax(-1))
+        assert d.mode.shape == (4,)
+    assert pc.BridgedConditional.from_logits(logits).batch_shape == (4,)
+    with pytest.raises(TypeError, match="logits"):
+        pc.BridgedConditional(logits=[0.0, 1.0])

@@ -6,7 +6,7 @@ import torch
 from pyro.infer import SVI, TraceEnum_ELBO, config_enumerate
 from pyro.optim import Adam
 
-from pyro_contrast import ContrastiveConditional, Critic
+from pyro_contrast import Bank, ContrastiveConditional, Critic
 from tests.common import assert_close
 from tests.distributions.harness import DistributionHarness, Example
 
@@ -107,3 +107,81 @@ def test_svi_learns_temperature_through_enumerated_bank():
     for _ in range(120):
         svi.step(x, y)
     assert abs(critic.temperature.item() - 0.5) < 0.1
+
+
+# ----- Pyro citizenship -------------------------------------------------------------------
+
+
+def test_is_a_pyro_categorical_with_mode_and_kl():
+    critic = _CRITICS["dot"]
+    x, bank = torch.randn(4, 3, dtype=torch.float64), torch.randn(NUM_ITEMS, 3, dtype=torch.float64)
+    p = ContrastiveConditional(critic, x, bank)
+    q = ContrastiveConditional(critic, x.flip(0), bank)
+    assert isinstance(p, pyro.distributions.Categorical)
+    assert torch.equal(p.mode, p.probs.argmax(-1))
+    expected = (p.probs * (p.logits - q.logits)).sum(-1)
+    assert_close(torch.distributions.kl_divergence(p, q), expected, atol=1e-12)
+
+
+def test_from_logits_and_bank_object():
+    logits = torch.randn(2, 5)
+    d = ContrastiveConditional.from_logits(logits)
+    assert d.critic is None and d.batch_shape == (2,)
+    assert_close(d.logits, logits.log_softmax(-1))
+    critic = _CRITICS["cosine"]
+    x, items, log_w = torch.randn(2, 3), torch.randn(NUM_ITEMS, 3), torch.randn(NUM_ITEMS)
+    from_bank = ContrastiveConditional(critic, x, Bank(items, log_weights=log_w))
+    assert_close(from_bank.logits, ContrastiveConditional(critic, x, items, log_w).logits)
+    with pytest.raises(ValueError, match="log_weights"):
+        ContrastiveConditional(critic, x, Bank(items, log_weights=log_w), log_w)
+    with pytest.raises(ValueError, match="views"):
+        ContrastiveConditional(critic, x, Bank(views=(items, items)))
+
+
+def test_index_moments_follow_the_logits_device():
+    # meta tensors carry a device but no data: an arange built on the CPU would not broadcast
+    d = ContrastiveConditional.from_logits(torch.empty(3, 4, device="meta"), validate_args=False)
+    assert d.mean.device.type == "meta" and d.variance.shape == (3,)
+
+
+def test_infer_shapes():
+    critic = _CRITICS["dot"]
+    for batch_shape in [(), (4,), (3, 2)]:
+        x = torch.randn(batch_shape + (3,))
+        d = ContrastiveConditional(critic, x, torch.randn(NUM_ITEMS, 3))
+        shapes = ContrastiveConditional.infer_shapes(critic=(), x=x.shape, bank=(NUM_ITEMS, 3))
+        assert shapes == (d.batch_shape, d.event_shape)
+        logits = torch.randn(batch_shape + (NUM_ITEMS,))
+        assert ContrastiveConditional.infer_shapes(logits=logits.shape) == (batch_shape, ())
+
+
+def _mixture_model(critic, bank):
+    @config_enumerate
+    def model(x, y):
+        with pyro.plate("data", x.shape[0]):
+            m = pyro.sample("m", ContrastiveConditional(critic, x, bank))
+            pyro.sample("y", pyro.distributions.Normal(bank[m], 0.3).to_event(1), obs=y)
+
+    return model
+
+
+def test_compute_marginals_and_infer_discrete_match_bayes_rule():
+    critic = Critic.from_embeddings("dot", temperature=0.5)
+    bank = torch.randn(NUM_ITEMS, 2, dtype=torch.float64)
+    x, y = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    model = _mixture_model(critic, bank)
+    prior = ContrastiveConditional(critic, x, bank).logits
+    likelihood = pyro.distributions.Normal(bank, 0.3).to_event(1).log_prob(y.unsqueeze(-2))
+    posterior = (prior + likelihood).log_softmax(-1)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    marginal = elbo.compute_marginals(model, lambda x, y: None, x, y)["m"]
+    assert type(marginal) is ContrastiveConditional
+    assert_close(marginal.logits, posterior, atol=1e-10)
+    # infer_discrete draws from the same posterior: one call on 2000 copies of the 3 points,
+    # then a chi-square test with 3 (M - 1) = 12 degrees of freedom (P(stat > 32.9) = 1e-3)
+    copies = 2000
+    sampled = pyro.infer.infer_discrete(pyro.poutine.trace(model).get_trace, first_available_dim=-2)
+    m = sampled(x.repeat(copies, 1), y.repeat(copies, 1)).nodes["m"]["value"].reshape(copies, 3)
+    counts = torch.nn.functional.one_hot(m, NUM_ITEMS).sum(0).double()
+    expected = copies * posterior.exp()
+    assert ((counts - expected).square() / expected).sum() < 32.9

@@ -1,4 +1,5 @@
-"""TiltedGaussian: exact Gaussian conditionals of bilinear and L2 tilts (MATH.md §7)."""
+"""TiltedGaussian: exact Gaussian conditionals of bilinear and L2 tilts (the mathematics page,
+§7)."""
 
 import math
 
@@ -70,21 +71,39 @@ _INVALID = [
     lambda: TiltedGaussian.bilinear(
         torch.tensor([1.0, math.nan]), torch.eye(2), torch.zeros(2), torch.eye(2)
     ),
-    lambda: TiltedGaussian.l2(torch.ones(2), torch.eye(2), torch.ones(3, 2), torch.zeros(2),
-                              torch.eye(2)),
-    lambda: TiltedGaussian.l2(torch.ones(2), torch.eye(2), torch.eye(2), torch.zeros(2),
-                              torch.tensor([[1.0, 2.0], [0.0, 1.0]])),
+    lambda: TiltedGaussian.l2(
+        torch.ones(2), torch.eye(2), torch.ones(3, 2), torch.zeros(2), torch.eye(2)
+    ),
+    lambda: TiltedGaussian.l2(
+        torch.ones(2),
+        torch.eye(2),
+        torch.eye(2),
+        torch.zeros(2),
+        torch.tensor([[1.0, 2.0], [0.0, 1.0]]),
+    ),
     lambda: TiltedGaussian(torch.zeros(3, 2), torch.eye(2), log_normalizer=torch.zeros(4)),
 ]
 
 
 class TestTiltedGaussianHarness(DistributionHarness):
     examples = [
-        Example("bilinear", factory=_bilinear, params=_bilinear_params, invalid=_INVALID,
-                scipy_log_prob=_scipy_log_prob, scipy_rtol=1e-9),
-        Example("l2", factory=_l2, params=_l2_params, invalid=_INVALID,
-                grad_params=("x", "H", "loc", "cov_factor"),
-                scipy_log_prob=_scipy_log_prob, scipy_rtol=1e-9),
+        Example(
+            "bilinear",
+            factory=_bilinear,
+            params=_bilinear_params,
+            invalid=_INVALID,
+            scipy_log_prob=_scipy_log_prob,
+            scipy_rtol=1e-9,
+        ),
+        Example(
+            "l2",
+            factory=_l2,
+            params=_l2_params,
+            invalid=_INVALID,
+            grad_params=("x", "H", "loc", "cov_factor"),
+            scipy_log_prob=_scipy_log_prob,
+            scipy_rtol=1e-9,
+        ),
     ]
 
 
@@ -137,7 +156,10 @@ def test_normalizer_matches_quadrature(kind, dim_y):
         centre, sd = float(d.mean), float(d.stddev)
         value = scipy.integrate.quad(
             lambda y: math.exp(float(log_integrand(torch.tensor([y], dtype=torch.float64)))),
-            centre - 12 * sd, centre + 12 * sd, epsabs=0, epsrel=1e-11,
+            centre - 12 * sd,
+            centre + 12 * sd,
+            epsabs=0,
+            epsrel=1e-11,
         )[0]
     else:
         # Trapezoid rule after an affine change of variables y = mean + L xi: valid for any
@@ -168,8 +190,9 @@ def test_normalizer_matches_monte_carlo(kind):
 
 def _joint_gaussian(dim_x, dim_y, rank_xy=None):
     factor = torch.randn(dim_x + dim_y, dim_x + dim_y, dtype=torch.float64)
-    joint = factor @ factor.T / (dim_x + dim_y) + 0.3 * torch.eye(dim_x + dim_y,
-                                                                  dtype=torch.float64)
+    joint = factor @ factor.T / (dim_x + dim_y) + 0.3 * torch.eye(
+        dim_x + dim_y, dtype=torch.float64
+    )
     if rank_xy == 0:  # y independent of x
         joint[:dim_x, dim_x:] = 0
         joint[dim_x:, :dim_x] = 0
@@ -187,8 +210,7 @@ def test_optimal_bilinear_weight_gives_conditional_mean(temperature):
     cov_xx, cov_xy, cov_yy = _joint_gaussian(4, 3)
     x = torch.randn(6, 4, dtype=torch.float64)
     weight = optimal_bilinear_weight(cov_xx, cov_xy, cov_yy, temperature)
-    d = TiltedGaussian.bilinear(x, weight, torch.zeros(3, dtype=torch.float64), cov_yy,
-                                temperature)
+    d = TiltedGaussian.bilinear(x, weight, torch.zeros(3, dtype=torch.float64), cov_yy, temperature)
     mean, cov = _conditional(cov_xx, cov_xy, cov_yy, x)
     assert_close(d.mean, mean, atol=1e-10, rtol=1e-10)
     # the covariance stays the marginal one, strictly larger than the conditional one
@@ -206,8 +228,7 @@ def test_optimal_bilinear_weight_from_samples():
     sample_cov = data.T @ data / data.shape[0]
     weight = optimal_bilinear_weight(sample_cov[:3, :3], sample_cov[:3, 3:], sample_cov[3:, 3:])
     x = data[:20, :3]
-    d = TiltedGaussian.bilinear(x, weight, torch.zeros(2, dtype=torch.float64),
-                                sample_cov[3:, 3:])
+    d = TiltedGaussian.bilinear(x, weight, torch.zeros(2, dtype=torch.float64), sample_cov[3:, 3:])
     # coefficients have relative error ~ 1/sqrt(50000) = 0.0045; 0.05 absolute is > 5 sigma
     assert_close(d.mean, _conditional(cov_xx, cov_xy, cov_yy, x)[0], atol=0.05, rtol=0)
 
@@ -254,30 +275,65 @@ def test_rsample_gradients_reach_the_tilt():
 
 
 def test_low_precision_inputs_are_computed_in_float32():
-    d = TiltedGaussian.l2(torch.ones(2, dtype=torch.float16), torch.eye(2), torch.eye(2),
-                          torch.zeros(2, dtype=torch.bfloat16), torch.eye(2))
+    d = TiltedGaussian.l2(
+        torch.ones(2, dtype=torch.float16),
+        torch.eye(2),
+        torch.eye(2),
+        torch.zeros(2, dtype=torch.bfloat16),
+        torch.eye(2),
+    )
     assert d.loc.dtype == torch.float32 and d.log_normalizer.dtype == torch.float32
 
 
 @pytest.mark.parametrize(
     "build, match",
     [
-        (lambda: TiltedGaussian.bilinear(torch.ones(2), torch.eye(2), torch.zeros(2),
-                                         torch.eye(2), -1.0), "temperature"),
-        (lambda: TiltedGaussian.bilinear(torch.ones(2), torch.eye(2), torch.zeros(3),
-                                         torch.eye(3)), "weight"),
-        (lambda: TiltedGaussian.bilinear(torch.ones(2), torch.eye(2), torch.zeros(2),
-                                         torch.tensor([[1.0, 0.5], [0.0, 1.0]])), "symmetric"),
-        (lambda: TiltedGaussian.bilinear(torch.ones(2), torch.eye(2), torch.zeros(2),
-                                         torch.ones(2)), "covariance_matrix"),
-        (lambda: TiltedGaussian.l2(torch.ones(2), torch.eye(3, 2), torch.eye(2),
-                                   torch.zeros(2), torch.eye(2)), "rows"),
-        (lambda: TiltedGaussian.l2(torch.ones(2), torch.eye(2), torch.eye(2),
-                                   torch.tensor([0.0, math.inf]), torch.eye(2)), "loc"),
+        (
+            lambda: TiltedGaussian.bilinear(
+                torch.ones(2), torch.eye(2), torch.zeros(2), torch.eye(2), -1.0
+            ),
+            "temperature",
+        ),
+        (
+            lambda: TiltedGaussian.bilinear(
+                torch.ones(2), torch.eye(2), torch.zeros(3), torch.eye(3)
+            ),
+            "weight",
+        ),
+        (
+            lambda: TiltedGaussian.bilinear(
+                torch.ones(2), torch.eye(2), torch.zeros(2), torch.tensor([[1.0, 0.5], [0.0, 1.0]])
+            ),
+            "symmetric",
+        ),
+        (
+            lambda: TiltedGaussian.bilinear(
+                torch.ones(2), torch.eye(2), torch.zeros(2), torch.ones(2)
+            ),
+            "covariance_matrix",
+        ),
+        (
+            lambda: TiltedGaussian.l2(
+                torch.ones(2), torch.eye(3, 2), torch.eye(2), torch.zeros(2), torch.eye(2)
+            ),
+            "rows",
+        ),
+        (
+            lambda: TiltedGaussian.l2(
+                torch.ones(2),
+                torch.eye(2),
+                torch.eye(2),
+                torch.tensor([0.0, math.inf]),
+                torch.eye(2),
+            ),
+            "loc",
+        ),
         (lambda: optimal_bilinear_weight(torch.eye(2), torch.ones(3, 2), torch.eye(2)), "shapes"),
         (lambda: optimal_l2_tilt(torch.eye(1), torch.ones(1, 1), torch.eye(1)), "conditional"),
-        (lambda: TiltedGaussian(torch.zeros(2), torch.eye(2), log_normalizer=torch.zeros(3)),
-         "log_normalizer"),
+        (
+            lambda: TiltedGaussian(torch.zeros(2), torch.eye(2), log_normalizer=torch.zeros(3)),
+            "log_normalizer",
+        ),
     ],
 )
 def test_bad_input_raises(build, match):

@@ -243,7 +243,8 @@ def test_acceptance_rate(monkeypatch):
         proposals.clear()
         VonMisesFisher(torch.eye(dim)[0], torch.tensor(kappa)).sample((num_samples,))
         rate = num_samples / sum(proposals)
-        # MATH.md §4: the acceptance rate is >= 0.68; with >= 5000 proposals the estimate's
+        # the mathematics page, §4: the acceptance rate is >= 0.68; with >= 5000 proposals the
+        # estimate's
         # standard error is below sqrt(0.7 * 0.3 / 5000) = 0.0065, so 4 se = 0.026
         assert rate >= 0.68 - 0.026, (dim, kappa, rate)
 
@@ -300,3 +301,14 @@ def test_off_sphere_value_raises():
         VonMisesFisher(torch.tensor(1.0), 2.0)
     with pytest.raises(TypeError, match="loc"):
         VonMisesFisher([1.0, 0.0], 2.0)
+
+
+def test_mode_and_infer_shapes():
+    loc = torch.nn.functional.normalize(torch.randn(2, 1, 5, dtype=torch.float64), dim=-1)
+    d = VonMisesFisher(loc, torch.tensor([1.0, 3.0, 9.0], dtype=torch.float64))
+    assert torch.equal(d.mode, d.loc) and d.mode.shape == (2, 3, 5)
+    assert torch.all(d.log_prob(d.mode) >= d.log_prob(d.sample((100,))).amax(0))
+    assert VonMisesFisher.infer_shapes(loc=(2, 1, 5), concentration=(3,)) == ((2, 3), (5,))
+    uniform = UniformSphere(4, (2,))
+    assert uniform.mode.shape == (2, 4) and torch.isnan(uniform.mode).all()
+    assert UniformSphere.infer_shapes(dim=4, batch_shape=(2,)) == ((2,), (4,))

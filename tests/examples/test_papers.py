@@ -61,7 +61,7 @@ def test_identifiability_content_beats_private_latents(tmp_path):
             "--settings",
             "independent",
             "--steps",
-            "150",
+            "400",
             "--hidden",
             "32",
             "--num-eval",

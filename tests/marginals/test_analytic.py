@@ -1,4 +1,5 @@
-"""Closed-form bridges (MATH.md §3, §5) against quadrature, Monte Carlo and the bank marginal."""
+"""Closed-form bridges (the mathematics page, §3, §5) against quadrature, Monte Carlo and the bank
+marginal."""
 
 import math
 
@@ -20,8 +21,9 @@ F64 = torch.float64
 
 
 def _critic(similarity, temperature, bias=None, dim=None, weight=None):
-    critic = pc.Critic.from_embeddings(similarity, temperature, bias=bias is not None,
-                                       dim_x=dim, dim_y=dim)
+    critic = pc.Critic.from_embeddings(
+        similarity, temperature, bias=bias is not None, dim_x=dim, dim_y=dim
+    )
     with torch.no_grad():
         if bias is not None:
             critic.bias.fill_(bias)
@@ -38,8 +40,14 @@ def _temperature(critic):
 def _log_sphere_mgf(dim, r):
     """log E exp(r w.z), z uniform on S^{d-1}, by quadrature over t = w.z ~ (1-t^2)^((d-3)/2)."""
     power = (dim - 3) / 2
-    value = scipy.integrate.quad(lambda t: math.exp(r * (t - 1)) * (1 - t * t) ** power,
-                                 -1, 1, epsabs=0, epsrel=1e-13, limit=200)[0]
+    value = scipy.integrate.quad(
+        lambda t: math.exp(r * (t - 1)) * (1 - t * t) ** power,
+        -1,
+        1,
+        epsabs=0,
+        epsrel=1e-13,
+        limit=200,
+    )[0]
     return r + math.log(value) - scipy.special.betaln(0.5, (dim - 1) / 2)
 
 
@@ -62,8 +70,9 @@ def test_uniform_sphere_matches_quadrature(dim):
 @pytest.mark.parametrize("dim", [3, 8, 64])
 def test_uniform_sphere_ranks_like_cosine(dim):
     a, c = torch.randn(5, dim, dtype=F64), torch.randn(40, dim, dtype=F64)
-    pmi = analytic_log_ratio(_critic("cosine", 0.07), _critic("cosine", 0.2), a, c,
-                             UniformSphere(dim))
+    pmi = analytic_log_ratio(
+        _critic("cosine", 0.07), _critic("cosine", 0.2), a, c, UniformSphere(dim)
+    )
     cosine = _critic("cosine", 1.0).pairwise_embeddings(a, c)
     for row_pmi, row_cos in zip(pmi, cosine, strict=True):
         assert scipy.stats.kendalltau(row_pmi, row_cos).statistic == 1.0
@@ -98,7 +107,8 @@ def test_von_mises_fisher_marginal_matches_monte_carlo():
     v = torch.nn.functional.normalize(c, dim=-1)
     joint = (k1 * (u @ z.T)).unsqueeze(-1) + k2 * (z @ v.T)  # (N, M, K)
     _assert_ratio_estimate(pmi + _log_sphere_mgf(dim, k2), joint, k1 * (u @ z.T))
-    # a concentrated B marginal breaks the monotone link to the cosine (MATH §3 needs uniform)
+    # a concentrated B marginal breaks the monotone link to the cosine (the mathematics page, §3
+    # needs uniform)
     many = torch.randn(200, dim, dtype=F64)
     pmi = analytic_log_ratio(_critic("cosine", 0.2), _critic("cosine", 0.2), a, many, marginal)
     cosine = u @ torch.nn.functional.normalize(many, dim=-1).T
@@ -137,8 +147,12 @@ def _log_normalizer_c(critic, z, target):
     return g @ m_c + 0.5 * ((g @ s_c) * g).sum(-1) + bias
 
 
-SIMILARITY_PAIRS = [("dot", "dot"), ("neg_sq_l2", "neg_sq_l2"), ("dot", "neg_sq_l2"),
-                    ("bilinear", "bilinear")]
+SIMILARITY_PAIRS = [
+    ("dot", "dot"),
+    ("neg_sq_l2", "neg_sq_l2"),
+    ("dot", "neg_sq_l2"),
+    ("bilinear", "bilinear"),
+]
 
 
 @pytest.mark.parametrize("with_target", [False, True])
@@ -146,25 +160,30 @@ SIMILARITY_PAIRS = [("dot", "dot"), ("neg_sq_l2", "neg_sq_l2"), ("dot", "neg_sq_
 def test_gaussian_matches_monte_carlo(similarities, with_target):
     dim = 3
     marginal, target = _gaussian(dim), _gaussian(dim, shift=0.3)
-    weights = [0.5 * torch.randn(dim, dim, dtype=F64) if s == "bilinear" else None
-               for s in similarities]
+    weights = [
+        0.5 * torch.randn(dim, dim, dtype=F64) if s == "bilinear" else None for s in similarities
+    ]
     critic_ab = _critic(similarities[0], 1.7, 0.7, dim, weights[0])
     critic_bc = _critic(similarities[1], 2.3, -1.1, dim, weights[1])
     a, c = marginal.sample((3,)), target.sample((4,))
-    pmi = analytic_log_ratio(critic_ab, critic_bc, a, c, marginal,
-                             target=target if with_target else None)
+    pmi = analytic_log_ratio(
+        critic_ab, critic_bc, a, c, marginal, target=target if with_target else None
+    )
     z = marginal.sample((200_000,))
     f_ab = critic_ab.pairwise_embeddings(a, z).double()
     f_bc = critic_bc.pairwise_embeddings(z, c).double()
     # without a target the constant C normalizer is left out: only the bias b_BC remains in it
-    log_zc = (_log_normalizer_c(critic_bc, z, target) if with_target
-              else critic_bc.bias.detach().double().item())
+    log_zc = (
+        _log_normalizer_c(critic_bc, z, target)
+        if with_target
+        else critic_bc.bias.detach().double().item()
+    )
     log_joint = f_ab.unsqueeze(-1) + (f_bc - torch.as_tensor(log_zc).reshape(-1, 1))
     _assert_ratio_estimate(pmi, log_joint, f_ab)
 
 
 def test_gaussian_matches_math_closed_forms():
-    # MATH §5, written independently with explicit inverses (well conditioned here)
+    # the mathematics page, §5, written independently with explicit inverses (well conditioned here)
     dim = 4
     marginal = _gaussian(dim)
     m, s = marginal.loc, marginal.covariance_matrix
@@ -181,12 +200,15 @@ def test_gaussian_matches_math_closed_forms():
     q = torch.linalg.inv(eye + (a_ + b_) * s)
     k = a_ * b_ * s @ q
     diff = u.unsqueeze(1) - v
-    joint = (-0.5 * ((diff @ k) * diff).sum(-1)
-             - 0.5 * a_ * (((u - m) @ q) * (u - m)).sum(-1, keepdim=True)
-             - 0.5 * b_ * (((v - m) @ q) * (v - m)).sum(-1)
-             - 0.5 * torch.logdet(eye + (a_ + b_) * s))
-    query = (-0.5 * a_ * (((u - m) @ torch.linalg.inv(eye + a_ * s)) * (u - m)).sum(-1)
-             - 0.5 * torch.logdet(eye + a_ * s))
+    joint = (
+        -0.5 * ((diff @ k) * diff).sum(-1)
+        - 0.5 * a_ * (((u - m) @ q) * (u - m)).sum(-1, keepdim=True)
+        - 0.5 * b_ * (((v - m) @ q) * (v - m)).sum(-1)
+        - 0.5 * torch.logdet(eye + (a_ + b_) * s)
+    )
+    query = -0.5 * a_ * (((u - m) @ torch.linalg.inv(eye + a_ * s)) * (u - m)).sum(
+        -1
+    ) - 0.5 * torch.logdet(eye + a_ * s)
     assert_close(l2, joint - query.unsqueeze(-1), atol=1e-10, rtol=1e-10)
 
 
@@ -199,8 +221,14 @@ def test_gaussian_target_consistency(similarities):
     nodes, weights = np.polynomial.hermite_e.hermegauss(60)
     v = (target.loc + target.stddev * torch.tensor(nodes, dtype=F64)).unsqueeze(-1)
     a = torch.tensor([[-1.5], [0.2], [2.0]], dtype=F64)
-    pmi = analytic_log_ratio(_critic(similarities[0], 0.9, 1.0), _critic(similarities[1], 0.6),
-                             a, v, marginal, target=target)
+    pmi = analytic_log_ratio(
+        _critic(similarities[0], 0.9, 1.0),
+        _critic(similarities[1], 0.6),
+        a,
+        v,
+        marginal,
+        target=target,
+    )
     total = pmi.exp() @ torch.tensor(weights, dtype=F64) / math.sqrt(2 * math.pi)
     assert_close(total, torch.ones(3, dtype=F64), atol=1e-10, rtol=0)
 
@@ -209,15 +237,22 @@ def test_bias_and_temperature_handling():
     dim = 3
     marginal, target = _gaussian(dim), _gaussian(dim)
     a, c = torch.randn(4, dim, dtype=F64), torch.randn(5, dim, dtype=F64)
-    plain = analytic_log_ratio(_critic("dot", 0.5), _critic("dot", 2.0), a, c, marginal,
-                               target=target)
-    biased = analytic_log_ratio(_critic("dot", 0.5, 3.0), _critic("dot", 2.0, -7.0), a, c,
-                                marginal, target=target)
+    plain = analytic_log_ratio(
+        _critic("dot", 0.5), _critic("dot", 2.0), a, c, marginal, target=target
+    )
+    biased = analytic_log_ratio(
+        _critic("dot", 0.5, 3.0), _critic("dot", 2.0, -7.0), a, c, marginal, target=target
+    )
     assert_close(biased, plain, atol=1e-12, rtol=0)
     # a dot critic at temperature T equals one at temperature 1 on embeddings u / T
-    unit = analytic_log_ratio(_critic("dot", 1.0), _critic("dot", 1.0), a / 0.5, c / 2.0,
-                              marginal, target=MultivariateNormal(target.loc / 2.0,
-                                                                  target.covariance_matrix / 4))
+    unit = analytic_log_ratio(
+        _critic("dot", 1.0),
+        _critic("dot", 1.0),
+        a / 0.5,
+        c / 2.0,
+        marginal,
+        target=MultivariateNormal(target.loc / 2.0, target.covariance_matrix / 4),
+    )
     assert_close(unit, plain, atol=1e-10, rtol=1e-10)
     # learnable temperatures get gradients through the closed form
     critic = pc.Critic.from_embeddings("dot", 0.5, learn_temperature=True)
@@ -230,8 +265,13 @@ def test_output_dtype_follows_embeddings():
     critic = _critic("dot", 1.0)
     out = analytic_log_ratio(critic, critic, torch.randn(2, 2), torch.randn(3, 2), marginal)
     assert out.dtype == torch.float32
-    out = analytic_log_ratio(critic, critic, torch.randn(2, 2, dtype=torch.float16),
-                             torch.randn(3, 2, dtype=torch.bfloat16), marginal)
+    out = analytic_log_ratio(
+        critic,
+        critic,
+        torch.randn(2, 2, dtype=torch.float16),
+        torch.randn(3, 2, dtype=torch.bfloat16),
+        marginal,
+    )
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
@@ -251,11 +291,17 @@ def test_exact_bank_estimator_converges_on_the_circle():
     truth = analytic_log_ratio(critic_ab, critic_bc, a, c, UniformSphere(2, dtype=F64))
 
     def errors(size):
-        return torch.stack([
-            pc.Bridge([critic_ab, critic_bc], [pc.Bank(torch.randn(size, 2, dtype=F64))],
-                      target_bank=design).log_ratio(a, c, method="exact") - truth
-            for _ in range(12)
-        ])
+        return torch.stack(
+            [
+                pc.Bridge(
+                    [critic_ab, critic_bc],
+                    [pc.Bank(torch.randn(size, 2, dtype=F64))],
+                    target_bank=design,
+                ).log_ratio(a, c, method="exact")
+                - truth
+                for _ in range(12)
+            ]
+        )
 
     # The log-log slope of the RMS error is -1/2; over a 64-fold range of M with 12 banks
     # per size its sampling spread is about 0.04 (checked over seeds), so +-0.15 is > 3 sigma.
@@ -277,11 +323,17 @@ def test_exact_bank_estimator_converges_to_gaussian_target_form():
     truth = analytic_log_ratio(critic_ab, critic_bc, a, c, marginal, target=target)
 
     def errors(size):
-        return torch.stack([
-            pc.Bridge([critic_ab, critic_bc], [pc.Bank(marginal.sample((size,)))],
-                      target_bank=target.sample((size // 2,))).log_ratio(a, c) - truth
-            for _ in range(12)
-        ])
+        return torch.stack(
+            [
+                pc.Bridge(
+                    [critic_ab, critic_bc],
+                    [pc.Bank(marginal.sample((size,)))],
+                    target_bank=target.sample((size // 2,)),
+                ).log_ratio(a, c)
+                - truth
+                for _ in range(12)
+            ]
+        )
 
     # slope spread over seeds is about 0.05 here: +-0.15 is 3 sigma
     slope, rms = _rms_slope([32, 128, 512, 2048], errors)
@@ -303,8 +355,9 @@ def test_resolve_marginal():
     bank = torch.randn(500, 4, dtype=F64) * torch.tensor([1.0, 2.0, 0.5, 1.0], dtype=F64) + 1.0
     fitted = resolve_marginal("gaussian", bank, ridge=0.0)
     assert_close(fitted.loc, bank.mean(0), atol=1e-12, rtol=0)
-    assert_close(fitted.covariance_matrix, torch.tensor(np.cov(bank.numpy().T)), atol=1e-12,
-                 rtol=1e-12)
+    assert_close(
+        fitted.covariance_matrix, torch.tensor(np.cov(bank.numpy().T)), atol=1e-12, rtol=1e-12
+    )
     # a bank smaller than its dimension still gives a positive definite fit
     small = resolve_marginal("gaussian", bank[:3])
     assert torch.linalg.eigvalsh(small.covariance_matrix).min() > 0
@@ -323,13 +376,22 @@ def test_resolve_marginal():
         (lambda b: resolve_marginal("gaussian", b * math.nan), ValueError, "NaN"),
         (lambda b: resolve_marginal(UniformSphere(3), b), ValueError, "dimension"),
         (lambda b: resolve_marginal(UniformSphere(4, (2,)), b), ValueError, "batch shape"),
-        (lambda b: resolve_marginal(torch.distributions.Normal(0.0, 1.0), b), TypeError,
-         "MultivariateNormal"),
+        (
+            lambda b: resolve_marginal(torch.distributions.Normal(0.0, 1.0), b),
+            TypeError,
+            "MultivariateNormal",
+        ),
         (lambda b: resolve_marginal("gaussian", b, ridge=-1.0), ValueError, "ridge"),
-        (lambda b: resolve_marginal("sphere", b, critics=(_critic("dot", 1.0),) * 2),
-         ValueError, "critic_ab has similarity 'dot'"),
-        (lambda b: resolve_marginal("gaussian", b, critics=(_critic("cosine", 1.0),) * 2),
-         ValueError, "marginal='sphere'"),
+        (
+            lambda b: resolve_marginal("sphere", b, critics=(_critic("dot", 1.0),) * 2),
+            ValueError,
+            "critic_ab has similarity 'dot'",
+        ),
+        (
+            lambda b: resolve_marginal("gaussian", b, critics=(_critic("cosine", 1.0),) * 2),
+            ValueError,
+            "marginal='sphere'",
+        ),
     ],
 )
 def test_resolve_marginal_errors(call, error, match):
@@ -340,30 +402,81 @@ def test_resolve_marginal_errors(call, error, match):
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda g, s: analytic_log_ratio(_critic("dot", 1.0), _critic("dot", 1.0),
-                                         torch.ones(2, 3), torch.ones(2, 3), g), ValueError,
-         "dimension"),
-        (lambda g, s: analytic_log_ratio(_critic("dot", 1.0), _critic("dot", 1.0),
-                                         torch.ones(2, 2), torch.ones(2, 2), g,
-                                         target=_gaussian(3)), ValueError, "target"),
-        (lambda g, s: analytic_log_ratio(_critic("dot", 1.0), _critic("dot", 1.0),
-                                         torch.ones(2, 2), torch.ones(2, 2), g, target=s),
-         ValueError, "MultivariateNormal"),
-        (lambda g, s: analytic_log_ratio(_critic("cosine", 1.0), _critic("cosine", 1.0),
-                                         torch.ones(2, 2), torch.ones(2, 2), s, target=g),
-         ValueError, "UniformSphere"),
-        (lambda g, s: analytic_log_ratio(_critic("cosine", 1.0), _critic("dot", 1.0),
-                                         torch.ones(2, 2), torch.ones(2, 2), s), ValueError,
-         "critic_bc"),
-        (lambda g, s: analytic_log_ratio(_critic("dot", 1.0), _critic("dot", 1.0),
-                                         torch.ones(0, 2), torch.ones(2, 2), g), ValueError,
-         "empty"),
-        (lambda g, s: analytic_log_ratio(_critic("dot", 1.0), _critic("dot", 1.0),
-                                         torch.ones(2, 2), torch.ones(2, 2), "gaussian"),
-         TypeError, "resolve_marginal"),
-        (lambda g, s: analytic_log_ratio(lambda x, y: x, _critic("dot", 1.0),
-                                         torch.ones(2, 2), torch.ones(2, 2), g), TypeError,
-         "critic_ab"),
+        (
+            lambda g, s: analytic_log_ratio(
+                _critic("dot", 1.0), _critic("dot", 1.0), torch.ones(2, 3), torch.ones(2, 3), g
+            ),
+            ValueError,
+            "dimension",
+        ),
+        (
+            lambda g, s: analytic_log_ratio(
+                _critic("dot", 1.0),
+                _critic("dot", 1.0),
+                torch.ones(2, 2),
+                torch.ones(2, 2),
+                g,
+                target=_gaussian(3),
+            ),
+            ValueError,
+            "target",
+        ),
+        (
+            lambda g, s: analytic_log_ratio(
+                _critic("dot", 1.0),
+                _critic("dot", 1.0),
+                torch.ones(2, 2),
+                torch.ones(2, 2),
+                g,
+                target=s,
+            ),
+            ValueError,
+            "MultivariateNormal",
+        ),
+        (
+            lambda g, s: analytic_log_ratio(
+                _critic("cosine", 1.0),
+                _critic("cosine", 1.0),
+                torch.ones(2, 2),
+                torch.ones(2, 2),
+                s,
+                target=g,
+            ),
+            ValueError,
+            "UniformSphere",
+        ),
+        (
+            lambda g, s: analytic_log_ratio(
+                _critic("cosine", 1.0), _critic("dot", 1.0), torch.ones(2, 2), torch.ones(2, 2), s
+            ),
+            ValueError,
+            "critic_bc",
+        ),
+        (
+            lambda g, s: analytic_log_ratio(
+                _critic("dot", 1.0), _critic("dot", 1.0), torch.ones(0, 2), torch.ones(2, 2), g
+            ),
+            ValueError,
+            "empty",
+        ),
+        (
+            lambda g, s: analytic_log_ratio(
+                _critic("dot", 1.0),
+                _critic("dot", 1.0),
+                torch.ones(2, 2),
+                torch.ones(2, 2),
+                "gaussian",
+            ),
+            TypeError,
+            "resolve_marginal",
+        ),
+        (
+            lambda g, s: analytic_log_ratio(
+                lambda x, y: x, _critic("dot", 1.0), torch.ones(2, 2), torch.ones(2, 2), g
+            ),
+            TypeError,
+            "critic_ab",
+        ),
     ],
 )
 def test_analytic_errors(call, error, match):

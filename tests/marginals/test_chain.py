@@ -34,7 +34,7 @@ def test_partials_of_disjoint_chunks_combine_by_logaddexp(method):
     ]
     for i in range(2):
         assert_close(torch.logaddexp(parts[0][i], parts[1][i]), whole[i], atol=1e-12)
-    # Brute force of MATH.md section 2 with weights.
+    # Brute force of the bridge formula (mathematics page, section 2) with weights.
     f = ab.pairwise(a, bank) + log_w
     g = bc.pairwise(bank, c)
     if method == "exact":

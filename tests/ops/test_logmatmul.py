@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pyro_contrast.ops import _logmatmul_kernels, logmatmul
+from pyro_contrast.ops import _logmatmul_backward, _logmatmul_kernels, logmatmul
 from tests.common import assert_close
 
 SHAPES = [
@@ -115,23 +115,68 @@ def test_adversarial(make, dtype, chunk_size):
         assert not (naive - expected).abs().le(1e-3).all()
 
 
+def _wide_sq_l2(n, m, k, sigma=5.7):
+    # Squared-L2 critics on spread-out 8-d embeddings: scores spanning ~1,400 nats, where
+    # the best term of a cell sits up to ~700 nats below its row plus column maxima.
+    u, z, v = (sigma * torch.randn(s, 8) for s in (n, m, k))
+    return -0.5 * torch.cdist(u, z).pow(2), -0.5 * torch.cdist(z, v).pow(2)
+
+
+def _misaligned_far(n, m, k):
+    # As _misaligned_global, with peaks so high (gaps ~5,000 nats) that float64 fails too.
+    x, y = _misaligned_global(n, m, k)
+    x[:, 0], y[1, :] = 3000.0, 3000.0
+    return x, y
+
+
 @pytest.mark.parametrize(
-    "make,structured,shape",
-    [(_cold_cosine, True, (64, 4096, 64)), (_misaligned_global, False, (40, 3000, 40))],
+    "make,shape,expected",
+    [
+        # Wide scores on a large block: the probe sends the first pass to float64.
+        (_wide_sq_l2, (128, 2048, 128), dict(first_pass=torch.float64, flagged=0)),
+        # The same on a block too small to probe: float32 first, then the float64 retry.
+        (_wide_sq_l2, (48, 2048, 40), dict(first_pass=torch.float32, after_float64=0)),
+        # Beyond float64's ~1,000 nats but low rank: smaller chunks certify some cells.
+        (lambda n, m, k: _low_rank_scaled(n, m, k, 14.0), (64, 4096, 64), dict(refined=True)),
+        # Beyond float64 and unstructured: the gathered log-space path takes every cell.
+        (_misaligned_far, (40, 3000, 40), dict(log_space=1600)),
+    ],
 )
-def test_exact_paths_are_exercised(make, structured, shape):
-    # White-box check that hard inputs reach both exact mechanisms: the retry with smaller
-    # chunks on the flagged submatrix certifies most structured cells; iid-wide misaligned
-    # scores are left to the gathered log-space path.
+def test_exact_tiers_are_exercised(make, shape, expected):
+    # White-box check that hard inputs reach each tier, and that each answers exactly.
     x, y = make(*shape)
     stats = {}
     out = _logmatmul_kernels.forward(x, y, 1024, stats=stats)
     assert_within_contract(out, reference(x, y))
-    assert stats["flagged"] > 0
-    if structured:
-        assert stats["log_space"] < stats["flagged"] / 2
+    if expected.pop("refined", False):
+        assert stats["flagged"] > stats["after_float64"] > stats["log_space"] > 0
+    for key, value in expected.items():
+        assert stats[key] == value, stats
+    if stats["first_pass"] == torch.float32:
+        assert stats["flagged"] > 0
+
+
+def _low_rank_scaled(n, m, k, scale):
+    u, z, v = scale * torch.randn(n, 8), scale * torch.randn(m, 8), scale * torch.randn(k, 8)
+    return u @ z.T, z @ v.T
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("normalize", [False, True])
+def test_wide_range_scores(dtype, normalize):
+    # The issue-15 case: squared-L2 scores spanning ~1,400 nats (bridge-normalized or not).
+    x, y = _wide_sq_l2(130, 1500, 140)
+    if normalize:
+        y = y - y.logsumexp(-1, keepdim=True)
+    assert (x.max() - x.min()) > 1000 and (y.max() - y.min()) > 1000
+    x, y = x.to(dtype), y.to(dtype)
+    naive = shift_trick(x.float(), y.float())
+    assert (~torch.isfinite(naive)).sum() > 100  # hard: one shift pair underflows
+    actual = logmatmul(x, y)
+    if dtype == torch.float64:
+        assert_close(actual, reference(x, y), atol=1e-9, rtol=1e-12)
     else:
-        assert stats["log_space"] > stats["flagged"] / 2
+        assert_within_contract(actual, reference(x, y))
 
 
 def test_adversarial_batched_float32():
@@ -185,7 +230,12 @@ def _reference_grads(x, y, grad):
 
 @pytest.mark.parametrize("chunk_size", [None, 16])
 @pytest.mark.parametrize(
-    "make", [lambda n, m, k: (3 * torch.randn(n, m), 3 * torch.randn(m, k)), _misaligned_scattered]
+    "make",
+    [
+        lambda n, m, k: (3 * torch.randn(n, m), 3 * torch.randn(m, k)),
+        _misaligned_scattered,
+        _wide_sq_l2,
+    ],
 )
 @pytest.mark.parametrize("x_batch,y_batch", [((), ()), ((3,), ()), ((2, 1), (3,))], ids=str)
 def test_gradients_match_reference(x_batch, y_batch, make, chunk_size):
@@ -203,13 +253,43 @@ def test_gradients_match_reference(x_batch, y_batch, make, chunk_size):
     assert_close(dy, ey, atol=3e-4 * scale, rtol=3e-4)
 
 
+@pytest.mark.parametrize("compute", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("make", [_wide_sq_l2, _misaligned_scattered, _misaligned_far])
+def test_backward_tiers_match_reference(make, compute, monkeypatch):
+    # Either backward tier, forced, on float32 inputs: float32 GEMMs plus gathered cells, or
+    # float64 GEMMs with headroom (plus gathered cells beyond ~1,000 nats).
+    monkeypatch.setattr(_logmatmul_backward, "_compute_dtype", lambda *args: compute)
+    x, y = make(20, 300, 24)
+    x, y = x.requires_grad_(), y.requires_grad_()
+    out = logmatmul(x, y, chunk_size=64)
+    grad = torch.randn(out.shape)
+    dx, dy = torch.autograd.grad(out, (x, y), grad)
+    assert dx.dtype == dy.dtype == torch.float32
+    ex, ey = _reference_grads(x, y, grad)
+    scale = grad.abs().max().item()
+    assert_close(dx, ex, atol=3e-4 * scale, rtol=3e-4)
+    assert_close(dy, ey, atol=3e-4 * scale, rtol=3e-4)
+
+
+def test_backward_of_wide_scores_uses_float64():
+    x, y = _wide_sq_l2(40, 500, 40)
+    out = logmatmul(x, y)
+    finite = torch.isfinite(out)
+    assert _logmatmul_backward._compute_dtype(x, y, out, finite, 40) == torch.float64
+    x, y = torch.randn(40, 500), torch.randn(500, 40)
+    out = logmatmul(x, y)
+    assert _logmatmul_backward._compute_dtype(x, y, out, finite, 40) == torch.float32
+
+
 @pytest.mark.parametrize("chunk_size", [3, 16])
-@pytest.mark.parametrize("adversarial", [False, True])
-def test_gradcheck_and_double_backward(adversarial, chunk_size):
+@pytest.mark.parametrize("peak", [None, 800.0, 1000.0])
+def test_gradcheck_and_double_backward(peak, chunk_size):
     x = torch.randn(2, 4, 9, dtype=torch.float64)
     y = torch.randn(9, 3, dtype=torch.float64)
-    if adversarial:  # beyond float64's safe range: the exact path takes every cell
-        x[..., 0], y[1, :] = 1000.0, 1000.0
+    if peak is not None:
+        # Misaligned peaks: gaps of ~800 nats need float64's headroom in both passes;
+        # ~1,000 nats are beyond it, so the exact (gathered) paths take those cells.
+        x[..., 0], y[1, :] = peak, peak
     x.requires_grad_()
     y.requires_grad_()
 
@@ -289,8 +369,9 @@ def test_bad_chunk_size(chunk_size):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu():
-    x, y = _misaligned_scattered(40, 700, 30)
+@pytest.mark.parametrize("make", [_misaligned_scattered, _wide_sq_l2])
+def test_cuda_matches_cpu(make):
+    x, y = make(40, 700, 30)
     x, y = x.cuda().requires_grad_(), y.cuda().requires_grad_()
     out = logmatmul(x, y, chunk_size=128)
     assert out.device == x.device

@@ -1,1 +1,0 @@
-"""Subcommands of the ``pyro-contrast`` command line (one module per group)."""
