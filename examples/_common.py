@@ -212,7 +212,7 @@ def claims_rst(claims, title="Claims"):
         if value is None:
             return "—"
         if isinstance(value, dict):
-            return " | ".join(f"{k} = {cell(v)}" for k, v in value.items()) or "—"
+            return "; ".join(f"{k} = {cell(v)}" for k, v in value.items()) or "—"
         if isinstance(value, float):
             return f"{value:.3g}"
         return str(value)

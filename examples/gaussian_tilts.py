@@ -41,8 +41,11 @@ from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
 import pyro_contrast as pc
-from pyro_contrast.distributions import TiltedGaussian
-from pyro_contrast.distributions.tilted_gaussian import optimal_bilinear_weight, optimal_l2_tilt
+from pyro_contrast.distributions import (
+    TiltedGaussian,
+    optimal_bilinear_weight,
+    optimal_l2_tilt,
+)
 from pyro_contrast.sim.low_rank_pairs import LowRankPairs
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
