@@ -187,23 +187,8 @@ class Critic(nn.Module):
         return self._pairwise(u, v, chunk_size)
 
     def _pairwise(self, u, v, chunk_size):
-        with ignore_jit_warnings():
-            u, v = self._check_embeddings(u, v, pairwise=True)
         chunk = _check_chunk(chunk_size)
-        # The temperature is folded into the (small) query side, so each block of scores is
-        # one GEMM and at most one elementwise pass: banks make these matrices large.
-        inverse_t = self._inverse_temperature(u.dtype)
-        if self.similarity == "cosine":
-            u, v = _normalize(u), _normalize(v)
-        elif self.similarity == "bilinear":
-            u = u @ self.weight.to(u.dtype)
-        if self.similarity in ("neg_sq_l2", "neg_l2"):
-            # [u, -|u|^2/2, 1] . [v, 1, -|v|^2/2] = -|u - v|^2 / 2 in a single GEMM.
-            ones_u, ones_v = u.new_ones(u.shape[0], 1), v.new_ones(v.shape[0], 1)
-            u = torch.cat([u, -0.5 * u.pow(2).sum(-1, keepdim=True), ones_u], -1)
-            v = torch.cat([v, ones_v, -0.5 * v.pow(2).sum(-1, keepdim=True)], -1)
-        if self.similarity != "neg_l2":
-            u = u * inverse_t
+        u, v, inverse_t = self._gemm_factors(u, v)
         # A traced model is specialized to its example's shapes: one block, no Python loop.
         tracing = torch.jit.is_tracing()
         grad = torch.is_grad_enabled() and (
@@ -230,6 +215,60 @@ class Critic(nn.Module):
                 if finished is not block:
                     block.copy_(finished)
         return _check_scores(scores, self.similarity)
+
+    def _gemm_factors(self, u, v):
+        """``(u', v', 1/T)`` with ``pairwise_embeddings(u, v) == finish(u' @ v'.T)``.
+
+        The temperature is folded into the first (usually small, query) side, so each block
+        of scores is one GEMM and at most one elementwise pass: banks make these large.
+        """
+        with ignore_jit_warnings():
+            u, v = self._check_embeddings(u, v, pairwise=True)
+        inverse_t = self._inverse_temperature(u.dtype)
+        if self.similarity == "cosine":
+            u, v = _normalize(u), _normalize(v)
+        elif self.similarity == "bilinear":
+            u = u @ self.weight.to(u.dtype)
+        if self.similarity in ("neg_sq_l2", "neg_l2"):
+            # [u, -|u|^2/2, 1] . [v, 1, -|v|^2/2] = -|u - v|^2 / 2 in a single GEMM.
+            ones_u, ones_v = u.new_ones(u.shape[0], 1), v.new_ones(v.shape[0], 1)
+            u = torch.cat([u, -0.5 * u.pow(2).sum(-1, keepdim=True), ones_u], -1)
+            v = torch.cat([v, ones_v, -0.5 * v.pow(2).sum(-1, keepdim=True)], -1)
+        if self.similarity != "neg_l2":
+            # on the smaller side: one multiply fewer per bank item
+            # (a traced graph keeps the query side: shapes are symbolic there)
+            if torch.jit.is_tracing() or u.shape[0] <= v.shape[0]:
+                u = u * inverse_t
+            else:
+                v = v * inverse_t
+        return u, v, inverse_t
+
+    def pairwise_factors(self, u, v, *, check=True):
+        r"""The GEMM form of :meth:`pairwise_embeddings`: ``(u', v', finish)``.
+
+        ``finish(u'[i:j] @ v'[k:l].T)`` (in place, on a float block it may overwrite) equals
+        ``pairwise_embeddings(u, v)[i:j, k:l]`` to rounding, for any blocks. Lets a caller
+        score a bank block by block into its own buffers and fuse what follows (the
+        bridge's exact marginal does). Checks the embeddings like
+        :meth:`pairwise_embeddings` (``check=False`` skips the finiteness check, for a
+        caller that has just made it, block by block), but not the scores.
+
+        >>> critic = Critic.from_embeddings("cosine", temperature=0.5)
+        >>> u, v = torch.randn(3, 4), torch.randn(5, 4)
+        >>> fu, fv, finish = critic.pairwise_factors(u, v)
+        >>> torch.allclose(finish(fu @ fv.T), critic.pairwise_embeddings(u, v))
+        True
+        """
+        if check:
+            u, v = _check_inputs(u, "u"), _check_inputs(v, "v")
+        else:
+            u, v = as_float_tensor(u, "u"), as_float_tensor(v, "v")
+        u, v, inverse_t = self._gemm_factors(u, v)
+
+        def finish(block):
+            return self._finish_block(block, inverse_t, in_place=True)
+
+        return u, v, finish
 
     def _finish_block(self, scores, inverse_t, in_place=False):
         """The similarity's last elementwise step and the bias, on one block of scores."""
@@ -323,6 +362,8 @@ def _encode(encoder, inputs, name):
         raise TypeError(f"encoder for {name} must return real floats, got {out.dtype}")
     if out.dtype not in (torch.float32, torch.float64):
         out = out.float()
+    elif out is inputs:  # an identity encoder: the inputs were just checked
+        return out
     return check_finite(out, f"the encoding of {name}")
 
 
@@ -350,6 +391,18 @@ def _normalize(u):
     # Divide by the largest absolute entry first: the squared norm of 1e-20-sized (or
     # 1e20-sized) float32 vectors under- (over-)flows. A zero vector stays zero, so its
     # cosine with anything is 0. No branch on values: torch.where keeps it one graph.
+    # Without a graph to keep, vectors whose norm is safely in range (all, in practice)
+    # take one division: scaling them first changes nothing but the rounding.
+    if not (
+        (torch.is_grad_enabled() and u.requires_grad)
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+    ):
+        norm = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+        low, high = norm.aminmax()
+        info = torch.finfo(u.dtype)
+        if bool((low >= info.tiny**0.5 * 16) & (high <= info.max**0.5 / 16)):
+            return u / norm
     scale = u.abs().amax(dim=-1, keepdim=True)
     u = u / torch.where(scale > 0, scale, torch.ones_like(scale))
     norm = u.norm(dim=-1, keepdim=True)

@@ -373,6 +373,7 @@ class Bridge(nn.Module):
         normalizers = self._normalizer_store(bank, targets, method)
         dtype = torch.promote_types(queries[0].dtype, candidates.dtype)
         accumulate = torch.float64 if bank.kind != "tensor" or len(bank) > 65536 else dtype
+        fused = True
         for start, chunk in zip(range(0, 2**62, chunk_size), chunks, strict=False):
             *views, log_weights = chunk
             # Each chunk is encoded once: its normalizer and its partials share the encoding.
@@ -383,9 +384,19 @@ class Bridge(nn.Module):
                 if key not in normalizers:
                     normalizers[key] = chain.log_normalizer(right, bank_right, targets)
                 log_z = normalizers[key]
-            num, den = chain.encoded_partials(
-                bank_left, bank_right, log_weights, log_z=log_z, **kwargs
-            )
+            # One streamed pass where the fast path certifies every cell; logmatmul's exact
+            # tiers otherwise (and for the rest of the bank, which is likely alike).
+            partials = None
+            if fused:
+                partials = chain.fused_partials(
+                    bank_left, bank_right, log_weights, log_z=log_z, **kwargs
+                )
+                fused = partials is not None
+            if partials is None:
+                partials = chain.encoded_partials(
+                    bank_left, bank_right, log_weights, log_z=log_z, **kwargs
+                )
+            num, den = partials
             # Hundreds of chunks accumulate float32 rounding; sum the partials in float64.
             num, den = num.to(accumulate), den.to(accumulate)
             if numerator is None:

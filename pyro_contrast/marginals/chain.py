@@ -12,14 +12,25 @@ References:
 """
 
 import math
+import threading
 
 import torch
 
-from pyro_contrast.ops import logmatmul
+from pyro_contrast.critics import Critic
+from pyro_contrast.ops import LogMatMulStream, logmatmul
 
 # Elements of one (rows x targets) score block when a bank chunk meets the C normalizer set;
 # bounds memory at 2**24 floats (64 MB) per block however large the target set is.
 _MAX_BLOCK = 2**24
+# Scores per block of the fused pass (:func:`fused_partials`): a (block x N) and a
+# (block x K) block of scores stay in cache from their GEMM to the contraction.
+_FUSED_ELEMENTS = 2**20
+_MIN_FUSED_BLOCK = 256
+# Score buffers of the fused pass are kept between calls up to this many elements each (a
+# fresh multi-megabyte buffer page-faults on every call).
+_KEEP_ELEMENTS = 2**21
+_BUFFERS = threading.local()
+_LOG2E = 1.0 / math.log(2.0)
 
 
 def left_scores(left_critics, queries, bank_left, log_weights):
@@ -57,6 +68,20 @@ def three_chain_partials(
     """
     *views, log_weights = views_and_weights
     bank_left, bank_right = encode_chunk(left, right, views)
+    fused = fused_partials(
+        bank_left,
+        bank_right,
+        log_weights,
+        left=left,
+        right=right,
+        queries=queries,
+        candidates=candidates,
+        targets=targets,
+        method=method,
+        log_z=log_z,
+    )
+    if fused is not None:
+        return fused
     return encoded_partials(
         bank_left,
         bank_right,
@@ -170,3 +195,226 @@ def backward_messages(hops, encoded_banks, last_scores):
         beta = logmatmul(beta, step.transpose(-1, -2))
         messages.append(beta)
     return messages[::-1]
+
+
+def fused_partials(
+    bank_left,
+    bank_right,
+    log_weights,
+    *,
+    left,
+    right,
+    queries,
+    candidates,
+    targets,
+    method,
+    log_z=None,
+):
+    r""":func:`encoded_partials` in one streamed pass over the chunk, or None.
+
+    The chunk is scored block by block into reused buffers (a (block x N) block of
+    :math:`F` and a (block x K) block of :math:`G`, each one GEMM of the critics'
+    :meth:`~pyro_contrast.Critic.pairwise_factors`), and each block goes through its
+    normalizer, its shifts and its exponentials while in cache, straight into a
+    :class:`~pyro_contrast.ops.LogMatMulStream`. With the candidates as the C normalizer
+    set, :math:`Z(b_m)` comes from the block's own exponentials by one matrix-vector
+    product, :math:`\sum_k e^{G_{mk} - \beta_k} e^{\beta_k - \max \beta}`, certified
+    against underflow row by row (a row it cannot certify is recomputed by
+    ``logsumexp``). No score matrix of the chunk is formed.
+
+    Returns None, and the caller takes :func:`encoded_partials`, where this pass does not
+    apply (several left critics, critics of other classes, gradients needed, tracing) or
+    where the first block predicts that most cells would fail the fast path's certificate
+    (spread-out squared-L2 scores): ``logmatmul``'s exact tiers then do the work. Cells that
+    fail the certificate at the end are recomputed by ``logmatmul`` on their rows and
+    columns. A score that overflows to ``+inf`` makes its cells fail the certificate, and
+    their recomputation raises the scores' usual error; one that overflows to ``-inf`` is a
+    term of relative weight below ``exp(-1e38)``, which the sum drops as it should.
+    """
+    if len(left) != 1 or not (_plain(left[0]) and _plain(right)):
+        return None
+    tensors = (*queries, *bank_left, bank_right, candidates)
+    if log_weights is not None:
+        tensors += (log_weights,)
+    if torch.jit.is_tracing() or (
+        torch.is_grad_enabled()
+        and any(t.requires_grad for t in (*tensors, *left[0].parameters(), *right.parameters()))
+    ):
+        return None
+    exact = method == "exact"
+    if exact and log_z is None and targets is not None:
+        log_z = log_normalizer(right, bank_right, targets)
+    query, bank_left = queries[0], bank_left[0]
+    dtype = _score_dtype(query, bank_left)
+    if _score_dtype(bank_right, candidates) != dtype:
+        return None
+    num_rows, num_items, num_cols = query.shape[0], bank_left.shape[0], candidates.shape[0]
+    if num_items == 0 or num_rows == 0 or num_cols == 0 or bank_right.shape[0] != num_items:
+        return None
+    device = query.device
+    normalize = exact and log_z is None
+    # Scores in bits (log2 e folded into the small query and candidate factors) where the
+    # critics' last step is linear: the exponentials are then plain exp2, one pass fewer.
+    bits = _linear(left[0]) and _linear(right)
+    unit = _LOG2E if bits else 1.0
+    if bits:
+        log_weights = None if log_weights is None else log_weights * unit
+        log_z = None if log_z is None else log_z * unit
+    stream = LogMatMulStream(num_items, dtype=dtype, device=device, bits=bits)
+    totals = (
+        LogMatMulStream(num_items, dtype=dtype, device=device, bits=bits)
+        if exact and not normalize
+        else None
+    )
+    all_log_z = torch.empty(num_items, 1, dtype=dtype, device=device) if normalize else None
+    block = max(_MIN_FUSED_BLOCK, min(_FUSED_ELEMENTS // max(num_rows, num_cols), num_items))
+    left_buffer = _buffer("left", (block, num_rows), dtype, device)
+    right_buffer = _buffer("right", (block, num_cols), dtype, device)
+    for lo in range(0, num_items, block):
+        hi = min(lo + block, num_items)
+        # Each block's factors are prepared on their own (normalized, temperature folded
+        # in): small tensors, in cache, and no bank-sized temporaries.
+        q, b_left, finish_left = left[0].pairwise_factors(query, bank_left[lo:hi], check=lo == 0)
+        b_right, c, finish_right = right.pairwise_factors(
+            bank_right[lo:hi], candidates, check=lo == 0
+        )
+        if bits:
+            q, c = q * unit, c * unit
+        # F^T (block x N): the bank block times the queries' factor, one GEMM
+        f = finish_left(torch.mm(b_left, q.T, out=left_buffer[: hi - lo]))
+        if log_weights is not None:
+            f = f.add_(log_weights[lo:hi].to(dtype).unsqueeze(-1))
+        g = finish_right(torch.mm(b_right, c.T, out=right_buffer[: hi - lo]))
+        col_shift = g.amax(0, keepdim=True)
+        if normalize:
+            row_log_z = _row_normalizer(
+                stream, g, col_shift, right, bank_right[lo:hi], candidates, unit
+            )
+            all_log_z[lo:hi] = row_log_z
+            f = f.sub_(row_log_z)
+        elif log_z is not None:
+            row_log_z = log_z[lo:hi].to(dtype).unsqueeze(-1)
+            f = f.sub_(row_log_z)
+        ey = g if normalize else stream.exp_(g, col_shift)
+        row_shift = f.amax(0, keepdim=True).clamp_(min=torch.finfo(dtype).min / 4).T
+        ex = stream.exp_(f, row_shift.T).T
+        stream.add(ex, row_shift, ey, col_shift)
+        if totals is not None:
+            # sum_m e^{F_nm}: the same exponentials against e^{log Z(b_m)}
+            top = row_log_z.amax(0, keepdim=True)
+            totals.add(ex, row_shift, totals.exp_(row_log_z.clone(), top), top)
+        if lo == 0 and hi < num_items and _hopeless(stream):
+            return None
+    values, certified = stream.result()
+    numerator = values.to(dtype)
+    if not bool(certified.all()):
+        # Cells whose terms lie too far below their shifts: logmatmul's exact tiers, on the
+        # rows and columns holding them, from freshly computed scores.
+        shift = all_log_z if normalize else log_z
+        if shift is not None:
+            shift = shift.to(dtype).reshape(-1, 1) / unit
+        _repair(
+            numerator,
+            ~certified,
+            left[0],
+            right,
+            query,
+            bank_left,
+            bank_right,
+            candidates,
+            None if log_weights is None else log_weights / unit,
+            shift,
+        )
+    if normalize:
+        # As in encoded_partials: log K (the normalizer's mean) is added to the small result.
+        return numerator + math.log(num_cols), torch.logsumexp(numerator, -1)
+    if exact:
+        total, total_certified = totals.result()
+        total = total.squeeze(-1).to(dtype)
+        bad = ~total_certified.squeeze(-1)
+        if bool(bad.any()):
+            weights = None if log_weights is None else log_weights / unit
+            scores = left_scores(left, [query[bad]], [bank_left], weights)
+            total[bad] = torch.logsumexp(scores, -1)
+        return numerator, total
+    if log_weights is None:
+        count = torch.tensor(float(num_items), dtype=dtype)
+        return numerator, count.log().expand(num_rows)
+    weights = torch.logsumexp(log_weights.to(dtype) / unit, -1)
+    return numerator, weights.expand(num_rows)
+
+
+def _hopeless(stream):
+    """After the first block: whether so many cells fail the certificate that the fused pass
+    would end in a repair of most of the matrix (spread-out squared-L2 scores). Only speed
+    depends on this guess, never accuracy."""
+    return bool((~stream.certified()).float().mean() > 0.05)
+
+
+def _repair(out, bad, left, right, query, bank_left, bank_right, candidates, log_weights, shift):
+    """Recompute ``out[bad]`` with :func:`logmatmul` on the rows and columns holding them."""
+    rows = bad.any(-1).nonzero().squeeze(-1)
+    cols = bad.any(-2).nonzero().squeeze(-1)
+    x = left_scores([left], [query[rows]], [bank_left], log_weights)
+    if shift is not None:
+        x = x - shift.T
+    y = right.pairwise_embeddings(bank_right, candidates[cols])
+    block = logmatmul(x, y).to(out.dtype)
+    sub = bad[rows.unsqueeze(-1), cols]
+    current = out[rows.unsqueeze(-1), cols]
+    out[rows.unsqueeze(-1), cols] = torch.where(sub, block, current)
+
+
+def _plain(critic):
+    """A :class:`Critic` whose pairwise scoring is the library's own (GEMM form)."""
+    kind = type(critic)
+    return isinstance(critic, Critic) and all(
+        getattr(kind, name) is getattr(Critic, name)
+        for name in ("pairwise_embeddings", "_pairwise", "_gemm_factors", "_finish_block")
+    )
+
+
+def _score_dtype(u, v):
+    """The dtype a critic scores ``u`` against ``v`` in (float32 or better)."""
+    return torch.promote_types(torch.promote_types(u.dtype, v.dtype), torch.float32)
+
+
+def _buffer(slot, shape, dtype, device):
+    """An uninitialized (rows x cols) buffer, kept between calls when small enough."""
+    numel = math.prod(shape)
+    buffers = _BUFFERS.__dict__.setdefault("buffers", {})
+    key = (slot, device, dtype)
+    buffer = buffers.get(key)
+    if buffer is None or buffer.numel() < numel:
+        buffer = torch.empty(numel, dtype=dtype, device=device)
+        if numel <= _KEEP_ELEMENTS:
+            buffers[key] = buffer
+    return buffer[:numel].view(shape)
+
+
+def _row_normalizer(stream, g, col_shift, critic, bank_block, candidates, unit):
+    r"""``log sum_k exp(g_mk)`` per row, (block x 1); exponentiates ``g`` in place.
+
+    ``g`` becomes :math:`e^{g - \beta + h}` (the stream's factor for this block) and the
+    rows' sums are one matrix-vector product with :math:`e^{\beta - \max \beta}`. What
+    underflow loses is below ``3 K tiny``, so a row whose sum clears ``8 K tiny / eps``
+    is exact to rounding; the others are recomputed from their scores. In the stream's
+    units (``unit`` per nat: ``log2 e`` in bits).
+    """
+    top = col_shift.amax()
+    ey = stream.exp_(g, col_shift)
+    weights = (col_shift - top).exp2_() if stream.bits else (col_shift - top).exp_()
+    sums = ey @ weights.T
+    info = torch.finfo(g.dtype)
+    log_z = (sums.log2() if stream.bits else sums.log()).sub_(stream.headroom).add_(top)
+    bad = ~(sums.squeeze(-1) >= 8 * g.shape[-1] * info.tiny / info.eps)
+    if bool(bad.any()):
+        rows = bad.nonzero().squeeze(-1)
+        scores = critic.pairwise_embeddings(bank_block[rows], candidates)
+        log_z[rows] = torch.logsumexp(scores.to(g.dtype), -1, keepdim=True) * unit
+    return log_z
+
+
+def _linear(critic):
+    """Whether the critic's scores are its GEMM, up to a clamp at 0 (scale-invariant)."""
+    return critic.bias is None and critic.similarity in ("dot", "cosine", "bilinear", "neg_sq_l2")

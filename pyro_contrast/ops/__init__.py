@@ -5,5 +5,6 @@ The lowest layer: it imports only ``torch`` and knows nothing of critics, Pyro o
 
 from pyro_contrast.ops.bessel import bessel_ratio, log_hyp0f1_sphere, log_iv
 from pyro_contrast.ops.logmatmul import logmatmul
+from pyro_contrast.ops.streaming import LogMatMulStream
 
-__all__ = ["bessel_ratio", "log_hyp0f1_sphere", "log_iv", "logmatmul"]
+__all__ = ["LogMatMulStream", "bessel_ratio", "log_hyp0f1_sphere", "log_iv", "logmatmul"]

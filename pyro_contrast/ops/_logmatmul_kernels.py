@@ -164,13 +164,13 @@ def mass_threshold(dtype, count):
     return math.exp(headroom(dtype, count) - safe_threshold(dtype, count))
 
 
-def _rescale_(value, delta):
-    """In place ``value * exp(delta)`` for ``delta <= 0``, as two half steps.
+def _rescale_(value, delta, scale=_LOG2E):
+    """In place ``value * exp2(scale delta)`` for ``delta <= 0``, as two half steps.
 
     A large ``value`` (up to ``count e^{2h}``) times a weight below ``tiny`` would lose far
     more than the error bound allows; with half steps only a result below ``tiny`` is lost.
     """
-    half = delta.mul_(_LOG2E / 2).exp2_()
+    half = delta.mul_(scale / 2).exp2_()
     return value.mul_(half).mul_(half)
 
 
@@ -183,6 +183,65 @@ def _shifted_exp(value, shift, slot, compute, head):
     return torch.add(head, buffer, alpha=_LOG2E, out=buffer).exp2_()
 
 
+class FastPass:
+    """The fast pass of the notes, fed one chunk of the inner index at a time.
+
+    Keeps ``mass`` (``A e^{2h}``) and the per-cell reference ``r`` in ``compute``; a chunk
+    arrives either raw (:meth:`add`) or already exponentiated with its shifts
+    (:meth:`add_exponentials`), so a caller that builds the chunk itself (the bridge's
+    fused scoring) exponentiates in place, in its own buffers. ``count`` (the whole inner
+    size) sets the headroom ``h`` and the certificate's threshold. ``scale`` is the
+    ``exp2`` argument per unit of the inputs: ``log2(e)`` for natural logs, 1 for inputs
+    already in bits (which saves a multiplication per element).
+    """
+
+    def __init__(self, compute, count, device, scale=_LOG2E):
+        self.compute, self.count, self.scale = compute, count, scale
+        self.head = torch.tensor(headroom(compute, count) * _LOG2E, dtype=compute, device=device)
+        self.mass = self.ref = None
+
+    def exp_(self, value, shift):
+        """In place ``exp(value - shift + h)`` (``value`` in ``compute``, ``shift`` finite)."""
+        value = value.sub_(shift)
+        if self.scale != 1.0:
+            return torch.add(self.head, value, alpha=self.scale, out=value).exp2_()
+        if self.compute == torch.float64:
+            value = value.add_(self.head)
+        return value.exp2_()
+
+    def add(self, xc, yc):
+        """Add a raw chunk; returns the unclamped row maxima of ``xc``, column maxima of ``yc``."""
+        compute = self.compute
+        a, b = xc.amax(-1, keepdim=True), yc.amax(-2, keepdim=True)
+        a_safe, b_safe = clamp_shift(a).to(compute), clamp_shift(b).to(compute)
+        ex = _shifted_exp(xc, a_safe, "x", compute, self.head)
+        ey = _shifted_exp(yc, b_safe, "y", compute, self.head)
+        self.add_exponentials(ex, a_safe, ey, b_safe)
+        return a, b
+
+    def add_exponentials(self, ex, a, ey, b):
+        """Add ``exp(x - a + h) @ exp(y - b + h)`` for finite shifts ``a`` (..., N, 1), ``b``
+        (..., 1, K) at least the chunk's row and column maxima."""
+        partial = torch.matmul(ex, ey)
+        shift = a + b
+        if self.mass is None:
+            self.mass, self.ref = partial, shift.expand(partial.shape)
+            return
+        new_ref = torch.maximum(self.ref, shift)
+        mass = _rescale_(self.mass, self.ref - new_ref, self.scale)
+        self.mass = mass.add_(_rescale_(partial, shift.sub_(new_ref), self.scale))
+        self.ref = new_ref
+
+    def certified(self):
+        """Cells whose mass clears the underflow bound (False for NaN: sums beyond range)."""
+        return self.mass >= mass_threshold(self.compute, self.count)
+
+    def log_values(self):
+        """``log A + r`` in float64 and natural logs (see :func:`log_of_mass`)."""
+        ref = self.ref if self.scale == _LOG2E else self.ref * (self.scale / _LOG2E)
+        return log_of_mass(self.mass, ref, self.compute, self.count)
+
+
 def forward_fast(x, y, bounds, compute=None, count=None):
     """``(mass, ref, row_max, col_max)``: ``A e^{2h}`` and ``r`` of the notes, global maxima.
 
@@ -193,23 +252,15 @@ def forward_fast(x, y, bounds, compute=None, count=None):
     """
     compute = x.dtype if compute is None else compute
     count = x.shape[-1] if count is None else count
-    head = torch.tensor(headroom(compute, count) * _LOG2E, dtype=compute, device=x.device)
-    mass = ref = row_max = col_max = None
+    fast = FastPass(compute, count, x.device)
+    row_max = col_max = None
     for lo, hi in bounds:
-        xc, yc = x[..., lo:hi], y[..., lo:hi, :]
-        a, b = xc.amax(-1, keepdim=True), yc.amax(-2, keepdim=True)
-        a_safe, b_safe = clamp_shift(a).to(compute), clamp_shift(b).to(compute)
-        ex = _shifted_exp(xc, a_safe, "x", compute, head)
-        ey = _shifted_exp(yc, b_safe, "y", compute, head)
-        partial = torch.matmul(ex, ey)
-        shift = a_safe + b_safe
-        if mass is None:
-            mass, ref, row_max, col_max = partial, shift, a, b
-            continue
-        new_ref = torch.maximum(ref, shift)
-        mass = _rescale_(mass, ref - new_ref).add_(_rescale_(partial, shift.sub_(new_ref)))
-        ref, row_max, col_max = new_ref, torch.maximum(row_max, a), torch.maximum(col_max, b)
-    return mass, ref, row_max, col_max
+        a, b = fast.add(x[..., lo:hi], y[..., lo:hi, :])
+        if row_max is None:
+            row_max, col_max = a, b
+        else:
+            row_max, col_max = torch.maximum(row_max, a), torch.maximum(col_max, b)
+    return fast.mass, fast.ref, row_max, col_max
 
 
 def log_of_mass(mass, ref, compute, count):

@@ -1,0 +1,80 @@
+r"""The fast pass of :func:`~pyro_contrast.ops.logmatmul`, fed one block at a time.
+
+A caller that produces the factors of a log-space product block by block (scores of a bank
+chunk, computed into its own buffers) can exponentiate each block in place and hand it
+over, instead of materializing the whole ``(N, M)`` and ``(M, K)`` factors for
+:func:`~pyro_contrast.ops.logmatmul`. The result comes with the same underflow certificate
+as ``logmatmul``'s fast path: a cell that is not certified must be recomputed (for example
+by ``logmatmul`` itself, which has the slower exact tiers); a certified cell is exact to
+rounding.
+"""
+
+import math
+
+import torch
+
+from pyro_contrast.ops import _logmatmul_kernels as _kernels
+
+__all__ = ["LogMatMulStream"]
+
+
+class LogMatMulStream:
+    r"""Accumulates :math:`\log \sum_m \exp(x_{nm} + y_{mk})` over blocks of :math:`m`.
+
+    For each block, with finite shifts :math:`a_n \ge \max_m x_{nm}` and
+    :math:`b_k \ge \max_m y_{mk}` over the block, :meth:`exp_` turns ``x`` into
+    :math:`e^{x - a + h}` in place (``h`` is 0 in float32 and the float64 headroom
+    otherwise) and :meth:`add` multiplies the two exponentiated blocks with one GEMM,
+    accumulating relative to a per-cell reference. :meth:`result` returns the log values
+    and the cells the underflow bound certifies.
+
+    :param int count: the total size of the inner index over all blocks (it sets the
+        headroom and the certificate's threshold).
+    :param torch.dtype dtype: ``torch.float32`` or ``torch.float64``: the dtype of the
+        blocks and of the accumulation.
+    :param bool bits: the blocks and shifts are in bits (base-2 logarithms) rather than
+        nats; :meth:`exp_` is then ``2^{block - shift + h}`` and saves a multiplication per
+        element. :meth:`result` is in nats either way.
+
+    >>> x, y = torch.randn(3, 10), torch.randn(10, 4)
+    >>> stream = LogMatMulStream(10)
+    >>> for lo in (0, 5):
+    ...     xb, yb = x[:, lo : lo + 5].clone(), y[lo : lo + 5].clone()
+    ...     a, b = xb.amax(-1, keepdim=True), yb.amax(0, keepdim=True)
+    ...     stream.add(stream.exp_(xb, a), a, stream.exp_(yb, b), b)
+    >>> values, certified = stream.result()
+    >>> bool(certified.all()), torch.allclose(values, (x[:, :, None] + y).logsumexp(1))
+    (True, True)
+    """
+
+    def __init__(self, count, *, dtype=torch.float32, device=None, bits=False):
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive integer, got {count!r}")
+        self.dtype, self.bits = dtype, bool(bits)
+        scale = 1.0 if self.bits else 1.0 / math.log(2.0)
+        self._pass = _kernels.FastPass(dtype, count, device, scale=scale)
+        #: ``h`` in the blocks' units: every exponentiated block carries a factor ``e^h``.
+        self.headroom = _kernels.headroom(dtype, count) / (math.log(2.0) if self.bits else 1.0)
+
+    def exp_(self, block, shift):
+        """``exp(block - shift + h)`` (``2^{...}`` in bits), in place; ``shift`` broadcasts."""
+        return self._pass.exp_(block, shift)
+
+    def add(self, ex, a, ey, b):
+        """Add the product of ``ex`` (N, c) and ``ey`` (c, K), exponentiated with shifts
+        ``a`` (N, 1) and ``b`` (1, K) (finite, at least the block's maxima)."""
+        self._pass.add_exponentials(ex, a.to(self.dtype), ey, b.to(self.dtype))
+
+    def certified(self):
+        """The cells certified so far (a bool mask); cheaper than :meth:`result`."""
+        if self._pass.mass is None:
+            raise ValueError("no block was added")
+        return self._pass.certified()
+
+    def result(self):
+        """``(values, certified)``: the log-space product in float64 and a bool mask."""
+        if self._pass.mass is None:
+            raise ValueError("no block was added")
+        return self._pass.log_values(), self._pass.certified()
