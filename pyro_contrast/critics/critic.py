@@ -225,15 +225,7 @@ class Critic(nn.Module):
         with ignore_jit_warnings():
             u, v = self._check_embeddings(u, v, pairwise=True)
         inverse_t = self._inverse_temperature(u.dtype)
-        if self.similarity == "cosine":
-            u, v = _normalize(u), _normalize(v)
-        elif self.similarity == "bilinear":
-            u = u @ self.weight.to(u.dtype)
-        if self.similarity in ("neg_sq_l2", "neg_l2"):
-            # [u, -|u|^2/2, 1] . [v, 1, -|v|^2/2] = -|u - v|^2 / 2 in a single GEMM.
-            ones_u, ones_v = u.new_ones(u.shape[0], 1), v.new_ones(v.shape[0], 1)
-            u = torch.cat([u, -0.5 * u.pow(2).sum(-1, keepdim=True), ones_u], -1)
-            v = torch.cat([v, ones_v, -0.5 * v.pow(2).sum(-1, keepdim=True)], -1)
+        u, v = self._side(u, "x"), self._side(v, "y")
         if self.similarity != "neg_l2":
             # on the smaller side: one multiply fewer per bank item
             # (a traced graph keeps the query side: shapes are symbolic there)
@@ -242,6 +234,55 @@ class Critic(nn.Module):
             else:
                 v = v * inverse_t
         return u, v, inverse_t
+
+    def _side(self, t, side):
+        """One side of the GEMM form, before the temperature (see :meth:`gemm_factor`)."""
+        if self.similarity == "cosine":
+            return _normalize(t)
+        if self.similarity == "bilinear":
+            return t @ self.weight.to(t.dtype) if side == "x" else t
+        if self.similarity in ("neg_sq_l2", "neg_l2"):
+            # [u, -|u|^2/2, 1] . [v, 1, -|v|^2/2] = -|u - v|^2 / 2 in a single GEMM.
+            ones, half_sq = t.new_ones(t.shape[0], 1), -0.5 * t.pow(2).sum(-1, keepdim=True)
+            return torch.cat([t, half_sq, ones] if side == "x" else [t, ones, half_sq], -1)
+        return t
+
+    def gemm_factor(self, t, side, *, temperature=False, dtype=None):
+        r"""One side of the GEMM form of the pairwise scores.
+
+        For embeddings ``u`` (``side="x"``) and ``v`` (``side="y"``), with ``temperature=True``
+        on exactly one side, ``finish_scores_(gemm_factor(u, "x", temperature=True) @
+        gemm_factor(v, "y").T)`` equals ``pairwise_embeddings(u, v)`` to rounding. The factor
+        of a bank does not depend on the other side, so a caller may keep it (the bridge
+        does, keyed on the critic's state and the bank). No finiteness check.
+
+        :param Tensor t: ``(N, d)`` embeddings.
+        :param str side: ``"x"`` (first modality) or ``"y"``.
+        :param bool temperature: fold ``1/T`` in (not for ``neg_l2``, whose square root
+            comes first: :meth:`finish_scores_` applies it).
+        :param torch.dtype dtype: compute in this dtype (default: ``t``'s, at least float32).
+        """
+        if side not in ("x", "y"):
+            raise ValueError(f"side must be 'x' or 'y', got {side!r}")
+        t = as_float_tensor(t, "t")
+        if t.dim() != 2:
+            raise ValueError(f"t must have shape (N, d), got {tuple(t.shape)}")
+        dtype = torch.promote_types(t.dtype if dtype is None else dtype, torch.float32)
+        factor = self._side(t.to(dtype), side)
+        if temperature and self.similarity != "neg_l2":
+            factor = factor * self._inverse_temperature(dtype)
+        return factor
+
+    def finish_scores_(self, block):
+        """The similarity's last elementwise step and the bias, in place where it can be."""
+        inverse_t = self._inverse_temperature(block.dtype) if self.similarity == "neg_l2" else None
+        return self._finish_block(block, inverse_t, in_place=True)
+
+    def check_pairwise(self, u, v):
+        """Raise the errors :meth:`pairwise_embeddings` raises for these embeddings' shapes
+        (dims, bilinear weight); looks at shapes and dtypes only."""
+        with ignore_jit_warnings():
+            self._check_embeddings(u[:0], v[:0], pairwise=True)
 
     def pairwise_factors(self, u, v, *, check=True):
         r"""The GEMM form of :meth:`pairwise_embeddings`: ``(u', v', finish)``.

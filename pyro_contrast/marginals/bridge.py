@@ -18,6 +18,9 @@ from pyro_contrast.marginals.analytic import analytic_log_ratio, resolve_margina
 from pyro_contrast.marginals.bank import DEFAULT_CHUNK_SIZE, Bank
 from pyro_contrast.ops import logmatmul
 
+# Banks whose GEMM factors (two copies, one per critic) stay under this many elements keep
+# them between calls (256 MB in float32).
+_MAX_FACTOR_ELEMENTS = 2**26
 METHODS = ("exact", "lse", "direct", "analytic")
 
 #: Below this many items the C normalizer :math:`Z(b)` is a noisy estimate (with 32
@@ -373,7 +376,8 @@ class Bridge(nn.Module):
         normalizers = self._normalizer_store(bank, targets, method)
         dtype = torch.promote_types(queries[0].dtype, candidates.dtype)
         accumulate = torch.float64 if bank.kind != "tensor" or len(bank) > 65536 else dtype
-        fused = True
+        fused = chain.fusable(left, right)
+        factors = self._bank_factor_store(bank, queries[0], candidates) if fused else None
         for start, chunk in zip(range(0, 2**62, chunk_size), chunks, strict=False):
             *views, log_weights = chunk
             # Each chunk is encoded once: its normalizer and its partials share the encoding.
@@ -388,8 +392,21 @@ class Bridge(nn.Module):
             # tiers otherwise (and for the rest of the bank, which is likely alike).
             partials = None
             if fused:
+                bank_factors = None
+                if factors is not None:
+                    key = (start, bank_right.shape[0])
+                    if key not in factors:
+                        factors[key] = chain.bank_factors(
+                            left, right, bank_left, bank_right, factors["dtype"]
+                        )
+                    bank_factors = factors[key]
                 partials = chain.fused_partials(
-                    bank_left, bank_right, log_weights, log_z=log_z, **kwargs
+                    bank_left,
+                    bank_right,
+                    log_weights,
+                    log_z=log_z,
+                    bank_factors=bank_factors,
+                    **kwargs,
                 )
                 fused = partials is not None
             if partials is None:
@@ -421,6 +438,29 @@ class Bridge(nn.Module):
             tensors=(bank.view(bank.num_views - 1), self.target_bank),
             objects=(bank,),
             settings=(self.chunk_size,),
+        )
+
+    def _bank_factor_store(self, bank, query, candidates):
+        # The bank's GEMM factors (normalized, augmented, times a bilinear weight) depend on
+        # the critics and the bank, not on the queries: kept per chunk, keyed on the critics'
+        # state, the bank's views and the dtype. Only for in-memory banks of modest size:
+        # the factors are a copy of the bank per critic.
+        if bank.kind != "tensor" or 2 * bank.view(0).numel() > _MAX_FACTOR_ELEMENTS:
+            return None
+        dtype = chain.score_dtype(query, candidates, bank.view(0))
+        left, right = self._hops[0][0], self._hops[1][0]
+
+        def store():
+            return {"dtype": dtype}
+
+        views = tuple(bank.view(j) for j in range(bank.num_views))
+        return self._cached(
+            "bank_factors",
+            store,
+            critics=(left, right),
+            tensors=views,
+            objects=(bank,),
+            settings=(self.chunk_size, dtype),
         )
 
     def _long_chain(self, queries, candidates, targets, method):

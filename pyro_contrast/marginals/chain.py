@@ -16,6 +16,7 @@ import threading
 
 import torch
 
+from pyro_contrast._validation import check_finite
 from pyro_contrast.critics import Critic
 from pyro_contrast.ops import LogMatMulStream, logmatmul
 
@@ -209,6 +210,7 @@ def fused_partials(
     targets,
     method,
     log_z=None,
+    bank_factors=None,
 ):
     r""":func:`encoded_partials` in one streamed pass over the chunk, or None.
 
@@ -222,6 +224,9 @@ def fused_partials(
     against underflow row by row (a row it cannot certify is recomputed by
     ``logsumexp``). No score matrix of the chunk is formed.
 
+    ``bank_factors``, if given, are :func:`bank_factors` of this chunk (a caller may keep
+    them between calls: they do not depend on the queries or candidates).
+
     Returns None, and the caller takes :func:`encoded_partials`, where this pass does not
     apply (several left critics, critics of other classes, gradients needed, tracing) or
     where the first block predicts that most cells would fail the fast path's certificate
@@ -231,7 +236,7 @@ def fused_partials(
     their recomputation raises the scores' usual error; one that overflows to ``-inf`` is a
     term of relative weight below ``exp(-1e38)``, which the sum drops as it should.
     """
-    if len(left) != 1 or not (_plain(left[0]) and _plain(right)):
+    if not fusable(left, right):
         return None
     tensors = (*queries, *bank_left, bank_right, candidates)
     if log_weights is not None:
@@ -245,13 +250,18 @@ def fused_partials(
     if exact and log_z is None and targets is not None:
         log_z = log_normalizer(right, bank_right, targets)
     query, bank_left = queries[0], bank_left[0]
-    dtype = _score_dtype(query, bank_left)
-    if _score_dtype(bank_right, candidates) != dtype:
+    dtype = score_dtype(query, bank_left)
+    if score_dtype(bank_right, candidates) != dtype:
         return None
+    if bank_factors is not None and bank_factors[0].dtype != dtype:
+        bank_factors = None
     num_rows, num_items, num_cols = query.shape[0], bank_left.shape[0], candidates.shape[0]
     if num_items == 0 or num_rows == 0 or num_cols == 0 or bank_right.shape[0] != num_items:
         return None
     device = query.device
+    # the critics' own checks of the embeddings (dims, bilinear shapes), on one pair each
+    left[0].check_pairwise(query, bank_left)
+    right.check_pairwise(bank_right, candidates)
     normalize = exact and log_z is None
     # Scores in bits (log2 e folded into the small query and candidate factors) where the
     # critics' last step is linear: the exponentials are then plain exp2, one pass fewer.
@@ -270,21 +280,26 @@ def fused_partials(
     block = max(_MIN_FUSED_BLOCK, min(_FUSED_ELEMENTS // max(num_rows, num_cols), num_items))
     left_buffer = _buffer("left", (block, num_rows), dtype, device)
     right_buffer = _buffer("right", (block, num_cols), dtype, device)
+    # The temperatures (and log2 e) go into the small query and candidate factors; the bank's
+    # factors come from the caller's cache or are made block by block, in cache.
+    q = left[0].gemm_factor(check_finite(query, "queries"), "x", temperature=True, dtype=dtype)
+    c = right.gemm_factor(
+        check_finite(candidates, "candidates"), "y", temperature=True, dtype=dtype
+    )
+    if bits:
+        q, c = q * unit, c * unit
     for lo in range(0, num_items, block):
         hi = min(lo + block, num_items)
-        # Each block's factors are prepared on their own (normalized, temperature folded
-        # in): small tensors, in cache, and no bank-sized temporaries.
-        q, b_left, finish_left = left[0].pairwise_factors(query, bank_left[lo:hi], check=lo == 0)
-        b_right, c, finish_right = right.pairwise_factors(
-            bank_right[lo:hi], candidates, check=lo == 0
-        )
-        if bits:
-            q, c = q * unit, c * unit
+        if bank_factors is None:
+            b_left = left[0].gemm_factor(bank_left[lo:hi], "y", dtype=dtype)
+            b_right = right.gemm_factor(bank_right[lo:hi], "x", dtype=dtype)
+        else:
+            b_left, b_right = bank_factors[0][lo:hi], bank_factors[1][lo:hi]
         # F^T (block x N): the bank block times the queries' factor, one GEMM
-        f = finish_left(torch.mm(b_left, q.T, out=left_buffer[: hi - lo]))
+        f = left[0].finish_scores_(torch.mm(b_left, q.T, out=left_buffer[: hi - lo]))
         if log_weights is not None:
             f = f.add_(log_weights[lo:hi].to(dtype).unsqueeze(-1))
-        g = finish_right(torch.mm(b_right, c.T, out=right_buffer[: hi - lo]))
+        g = right.finish_scores_(torch.mm(b_right, c.T, out=right_buffer[: hi - lo]))
         col_shift = g.amax(0, keepdim=True)
         if normalize:
             row_log_z = _row_normalizer(
@@ -344,6 +359,20 @@ def fused_partials(
     return numerator, weights.expand(num_rows)
 
 
+def fusable(left, right):
+    """Whether :func:`fused_partials` can run these critics (one left critic of the library's
+    own scoring, and the right one)."""
+    return len(left) == 1 and _plain(left[0]) and _plain(right)
+
+
+def bank_factors(left, right, bank_left, bank_right, dtype):
+    """The bank's GEMM factors for :func:`fused_partials`: ``(left's y side, right's x side)``."""
+    return (
+        left[0].gemm_factor(bank_left[0], "y", dtype=dtype),
+        right.gemm_factor(bank_right, "x", dtype=dtype),
+    )
+
+
 def _hopeless(stream):
     """After the first block: whether so many cells fail the certificate that the fused pass
     would end in a repair of most of the matrix (spread-out squared-L2 scores). Only speed
@@ -370,13 +399,24 @@ def _plain(critic):
     kind = type(critic)
     return isinstance(critic, Critic) and all(
         getattr(kind, name) is getattr(Critic, name)
-        for name in ("pairwise_embeddings", "_pairwise", "_gemm_factors", "_finish_block")
+        for name in (
+            "pairwise_embeddings",
+            "_pairwise",
+            "_gemm_factors",
+            "_side",
+            "gemm_factor",
+            "finish_scores_",
+            "_finish_block",
+        )
     )
 
 
-def _score_dtype(u, v):
-    """The dtype a critic scores ``u`` against ``v`` in (float32 or better)."""
-    return torch.promote_types(torch.promote_types(u.dtype, v.dtype), torch.float32)
+def score_dtype(*tensors):
+    """The dtype critics score these embeddings in (their promotion, float32 or better)."""
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
 
 
 def _buffer(slot, shape, dtype, device):

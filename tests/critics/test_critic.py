@@ -1,3 +1,4 @@
+import math
 import pickle
 
 import numpy as np
@@ -346,3 +347,64 @@ def test_fuzzed_critic_inputs_give_finite_scores_or_a_clear_error(
         return
     assert isinstance(scores, torch.Tensor) and scores.dtype in (torch.float32, torch.float64)
     assert torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine", "neg_sq_l2", "neg_l2", "bilinear"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sizes", [(3, 7), (7, 3), (1, 1)])
+def test_pairwise_factors_give_pairwise_scores_block_by_block(similarity, bias, dtype, sizes):
+    critic = pc.Critic.from_embeddings(similarity, temperature=0.3, bias=bias, dim_x=4, dim_y=4)
+    critic = critic.to(dtype)
+    u, v = torch.randn(sizes[0], 4, dtype=dtype), torch.randn(sizes[1], 4, dtype=dtype)
+    want = critic.pairwise_embeddings(u, v)
+    for check in (True, False):
+        fu, fv, finish = critic.pairwise_factors(u, v, check=check)
+        got = torch.cat([finish(fu[i : i + 2] @ fv.T) for i in range(0, sizes[0], 2)])
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="u"):
+        critic.pairwise_factors(torch.full((2, 4), math.nan, dtype=dtype), v)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-12, 1.0, 1e12, 1e30])
+def test_cosine_is_the_same_on_the_one_division_path(scale):
+    # with no graph the normalization divides once when norms are in range, and scales
+    # first otherwise; both give unit vectors, and the traced (graph) path agrees
+    critic = pc.Critic.from_embeddings("cosine")
+    u, v = scale * torch.randn(5, 3), torch.randn(4, 3)
+    with torch.no_grad():
+        fast = critic.pairwise_embeddings(u, v)
+    graph = critic.pairwise_embeddings(u.requires_grad_(), v)
+    torch.testing.assert_close(fast, graph.detach())
+    assert bool((fast.abs() <= 1 + 1e-6).all())
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine", "neg_sq_l2", "neg_l2", "bilinear"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gemm_factors_of_each_side_give_pairwise_scores(similarity, dtype):
+    critic = pc.Critic.from_embeddings(similarity, temperature=0.3, dim_x=4, dim_y=4)
+    if similarity == "bilinear":
+        with torch.no_grad():
+            critic.weight.copy_(torch.randn(4, 4))
+    u, v = torch.randn(3, 4, dtype=dtype), torch.randn(6, 4, dtype=dtype)
+    want = critic.pairwise_embeddings(u, v)
+    for fold in ("x", "y"):
+        fu = critic.gemm_factor(u, "x", temperature=fold == "x")
+        fv = critic.gemm_factor(v, "y", temperature=fold == "y")
+        assert fu.dtype == fv.dtype == dtype
+        torch.testing.assert_close(critic.finish_scores_(fu @ fv.T), want)
+    # a float32 bank scored against float64 queries: factors in the common dtype
+    assert critic.gemm_factor(u.float(), "y", dtype=torch.float64).dtype == torch.float64
+
+
+def test_gemm_factor_and_check_pairwise_refuse_bad_arguments():
+    critic = pc.Critic.from_embeddings("dot")
+    with pytest.raises(ValueError, match="side"):
+        critic.gemm_factor(torch.randn(2, 3), "z")
+    with pytest.raises(ValueError, match=r"\(N, d\)"):
+        critic.gemm_factor(torch.randn(3), "x")
+    with pytest.raises(TypeError):
+        critic.gemm_factor("not a tensor", "x")
+    with pytest.raises(ValueError, match="embedding dims differ"):
+        critic.check_pairwise(torch.randn(2, 3), torch.randn(2, 4))
+    critic.check_pairwise(torch.randn(2, 3), torch.randn(5, 3))

@@ -105,7 +105,7 @@ def _mutate(bridge, name, generator):
 @pytest.mark.slow
 @given(
     seed=st.integers(0, 2**16),
-    similarity=st.sampled_from(["dot", "neg_sq_l2"]),
+    similarity=st.sampled_from(["dot", "neg_sq_l2", "cosine"]),
     mutations=st.lists(st.sampled_from(MUTATIONS), min_size=1, max_size=4),
 )
 def test_bridge_equals_a_fresh_bridge_after_any_mutation(seed, similarity, mutations):
@@ -119,6 +119,8 @@ def test_bridge_equals_a_fresh_bridge_after_any_mutation(seed, similarity, mutat
     bc.encoder_x = ab.encoder_y
     a, c = _randn(generator, 4, DIM), _randn(generator, 5, DIM)
     _answers(bridge, a, c)  # fill every cache
+    if similarity == "cosine":  # its closed form is the sphere's, not the Gaussian's
+        mutations = [name for name in mutations if name != "marginal"]
     for name in mutations:
         _mutate(bridge, name, generator)
         cached, fresh = _answers(bridge, a, c), _answers(_fresh(bridge), a, c)
