@@ -90,7 +90,7 @@ def fit(
     :param int checkpoint_every: steps between checkpoints.
     :param bool resume: continue from ``checkpoint_dir`` (starts fresh if it has none).
     :param str mode: ``None``, ``"shared"``, ``"separate"`` or ``"oracle"``.
-    :returns: :class:`History`.
+    :returns: :class:`~pyro_contrast.training.history.History`.
 
     >>> from pyro_contrast.critics import Critic
     >>> x = torch.randn(64, 3)
@@ -279,4 +279,4 @@ def _train(run, config, patience, checkpoint_dir, checkpoint_every, progress):
             c.load_state_dict(sd)
 
 
-__all__ = ["History", "fit"]
+__all__ = ["fit"]  # History lives in pyro_contrast.training.history (imported here too)

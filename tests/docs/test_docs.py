@@ -111,3 +111,26 @@ def test_cli_page_documents_options_the_commands_have(capsys):
     assert len(documented) >= 10
     unknown = sorted(o for o in documented if not any(re.search(rf"{o}\b", h) for h in helps))
     assert not unknown, f"the CLI page documents options no command has: {unknown}"
+
+
+def test_every_public_module_has_an_api_page():
+    # a module users import (no leading underscore anywhere in its path) is documented,
+    # itself or through its package's page (a package that re-exports its modules' API)
+    import pkgutil
+
+    import pyro_contrast
+
+    documented = set()
+    for page in (DOCS / "api").glob("*.rst"):
+        documented.update(re.findall(r"\.\. automodule:: (\S+)", page.read_text()))
+    public = {
+        info.name
+        for info in pkgutil.walk_packages(pyro_contrast.__path__, "pyro_contrast.")
+        if not info.ispkg and not any(part.startswith("_") for part in info.name.split("."))
+    }
+
+    def covered(name):
+        parts = name.split(".")
+        return any(".".join(parts[:i]) in documented for i in range(2, len(parts) + 1))
+
+    assert sorted(name for name in public if not covered(name)) == []
