@@ -20,6 +20,8 @@ from pyro_contrast.studies.result import ComparisonResult
 _STUDY_FORMAT = "pyro_contrast.Study"
 _STUDY_VERSION = 2
 _LOAD_ATTEMPTS = 5
+# Line width of the saved table.txt (a terminal-independent file).
+TABLE_WIDTH = 100
 _STUDY_FILES = (
     "scores.npz",
     "study.json",
@@ -103,7 +105,9 @@ class Study:
         if result is not None:
             result.save(os.path.join(staging, "result.json"))
             _write_bytes(staging, "table.csv", result.table.to_csv(index=False).encode())
-            _write_bytes(staging, "table.txt", (result.to_string() + "\n").encode())
+            # a fixed width: the saved table must not depend on the terminal that ran it
+            table = result.to_string(width=TABLE_WIDTH)
+            _write_bytes(staging, "table.txt", (table + "\n").encode())
             reference = result.reference
             if plots and reference is not None and len(result.methods) > 1:
                 from pyro_contrast.studies import plots as _plots

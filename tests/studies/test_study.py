@@ -76,7 +76,7 @@ def test_save_load_round_trip(tmp_path, with_truth):
     pd.testing.assert_frame_equal(loaded.result.table, result.table)
     csv = pd.read_csv(folder / "table.csv")
     np.testing.assert_allclose(csv["estimate"], result.table["estimate"])
-    assert (folder / "table.txt").read_text().strip() == result.to_string().strip()
+    assert (folder / "table.txt").read_text().strip() == result.to_string(width=100).strip()
 
 
 def test_method_names_that_look_like_other_keys(tmp_path):
@@ -423,3 +423,20 @@ def test_fuzzed_study_folders_load_or_raise(tmp_path_factory, changes, version_1
         return
     for value in study.scores_by_method.values():
         assert np.isfinite(value).all()
+
+
+def test_saved_table_does_not_depend_on_the_terminal(tmp_path, monkeypatch):
+    # eight methods: a narrow terminal would wrap them, a wide one would not
+    rng = np.random.default_rng(1)
+    truth = rng.normal(size=(30, 5))
+    scores = {f"method_{i}": truth + i * rng.normal(size=truth.shape) for i in range(8)}
+    study = Study(scores, positives=rng.integers(0, 5, size=30), truth=truth)
+    result = study.compare(num_bootstrap=20)
+    texts = []
+    for columns in ("80", "400"):
+        monkeypatch.setenv("COLUMNS", columns)
+        assert result.to_string().count("\n") > 0
+        folder = tmp_path / columns
+        study.save(folder, result=result, plots=False)
+        texts.append((folder / "table.txt").read_bytes())
+    assert texts[0] == texts[1]
