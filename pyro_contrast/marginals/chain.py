@@ -288,8 +288,10 @@ def fused_partials(
     )
     if bits:
         q, c = q * unit, c * unit
-    for lo in range(0, num_items, block):
-        hi = min(lo + block, num_items)
+    # a small first block probes the certificate (see _hopeless) before most of the work
+    probe = max(_MIN_FUSED_BLOCK, block // 8)
+    starts = [0, *range(min(probe, num_items), num_items, block)]
+    for lo, hi in zip(starts, [*starts[1:], num_items], strict=True):
         if bank_factors is None:
             b_left = left[0].gemm_factor(bank_left[lo:hi], "y", dtype=dtype)
             b_right = right.gemm_factor(bank_right[lo:hi], "x", dtype=dtype)
