@@ -185,3 +185,17 @@ def test_overflowing_scores_raise_the_usual_error():
     bridge = pc.Bridge(critics, [pc.Bank(b)], progress=False)
     with pytest.raises(ValueError, match="scores"):
         bridge.log_ratio(a, c, method="lse")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["exact", "lse"])
+def test_cuda_matches_cpu(monkeypatch, method):
+    torch.manual_seed(5)
+    critics = [_critic("cosine", 16, 0.07) for _ in range(2)]
+    a, b, c = torch.randn(64, 16), torch.randn(20000, 16), torch.randn(300, 16)
+    want = pc.Bridge(critics, [pc.Bank(b)], progress=False).log_ratio(a, c, method=method)
+    calls = _spy(monkeypatch)
+    bridge = pc.Bridge(critics, [pc.Bank(b)], progress=False).to("cuda")
+    got = bridge.log_ratio(a.cuda(), c.cuda(), method=method)
+    assert calls and all(calls)
+    torch.testing.assert_close(got.cpu(), want, atol=1e-4, rtol=1e-5)
