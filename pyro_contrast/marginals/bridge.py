@@ -390,29 +390,23 @@ class Bridge(nn.Module):
                 log_z = normalizers[key]
             # One streamed pass where the fast path certifies every cell; logmatmul's exact
             # tiers otherwise (and for the rest of the bank, which is likely alike).
-            partials = None
-            if fused:
-                bank_factors = None
-                if factors is not None:
-                    key = (start, bank_right.shape[0])
-                    if key not in factors:
-                        factors[key] = chain.bank_factors(
-                            left, right, bank_left, bank_right, factors["dtype"]
-                        )
-                    bank_factors = factors[key]
-                partials = chain.fused_partials(
-                    bank_left,
-                    bank_right,
-                    log_weights,
-                    log_z=log_z,
-                    bank_factors=bank_factors,
-                    **kwargs,
-                )
-                fused = partials is not None
-            if partials is None:
-                partials = chain.encoded_partials(
-                    bank_left, bank_right, log_weights, log_z=log_z, **kwargs
-                )
+            bank_factors = None
+            if fused and factors is not None:
+                key = (start, bank_right.shape[0])
+                if key not in factors:
+                    factors[key] = chain.bank_factors(
+                        left, right, bank_left, bank_right, factors["dtype"]
+                    )
+                bank_factors = factors[key]
+            partials, fused = chain.chunk_partials(
+                bank_left,
+                bank_right,
+                log_weights,
+                fused=fused,
+                bank_factors=bank_factors,
+                log_z=log_z,
+                **kwargs,
+            )
             num, den = partials
             # Hundreds of chunks accumulate float32 rounding; sum the partials in float64.
             num, den = num.to(accumulate), den.to(accumulate)

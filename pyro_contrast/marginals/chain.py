@@ -69,7 +69,7 @@ def three_chain_partials(
     """
     *views, log_weights = views_and_weights
     bank_left, bank_right = encode_chunk(left, right, views)
-    fused = fused_partials(
+    partials, _ = chunk_partials(
         bank_left,
         bank_right,
         log_weights,
@@ -81,20 +81,18 @@ def three_chain_partials(
         method=method,
         log_z=log_z,
     )
-    if fused is not None:
-        return fused
-    return encoded_partials(
-        bank_left,
-        bank_right,
-        log_weights,
-        left=left,
-        right=right,
-        queries=queries,
-        candidates=candidates,
-        targets=targets,
-        method=method,
-        log_z=log_z,
-    )
+    return partials
+
+
+def chunk_partials(bank_left, bank_right, log_weights, *, fused=True, bank_factors=None, **kwargs):
+    """``(partials, fused)``: :func:`fused_partials` where it runs (and ``fused``), else
+    :func:`encoded_partials`; the flag says whether the streamed pass was taken."""
+    args = (bank_left, bank_right, log_weights)
+    if fused:
+        partials = fused_partials(*args, bank_factors=bank_factors, **kwargs)
+        if partials is not None:
+            return partials, True
+    return encoded_partials(*args, **kwargs), False
 
 
 def encode_chunk(left, right, views):
