@@ -7,6 +7,12 @@ from hypothesis import strategies as st
 import pyro_contrast as pc
 from tests.common import assert_close
 
+# These tests normalize C over a handful of candidates on purpose (small, exact cases);
+# elsewhere the SmallNormalizerWarning stays an error, so an unintended small normalizer shows.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::pyro_contrast.marginals.bridge.SmallNormalizerWarning"
+)
+
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 100])
 def test_chunks_cover_every_row_in_order(chunk_size, tmp_path):
