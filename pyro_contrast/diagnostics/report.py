@@ -74,7 +74,8 @@ class DiagnosticReport:
 
     >>> import pyro_contrast as pc, torch
     >>> critic = pc.Critic.from_embeddings("cosine", temperature=0.5)
-    >>> bridge = pc.Bridge([critic, critic], [pc.Bank(torch.randn(300, 3))])
+    >>> bank, targets = pc.Bank(torch.randn(300, 3)), torch.randn(300, 3)
+    >>> bridge = pc.Bridge([critic, critic], [bank], target_bank=targets)
     >>> from pyro_contrast.diagnostics import diagnose
     >>> report = diagnose(bridge, torch.randn(10, 3), torch.randn(6, 3), generator=0)
     >>> sorted(report.conditions)

@@ -93,7 +93,7 @@ def diagnose(
     >>> import pyro_contrast as pc
     >>> critic = pc.Critic.from_embeddings("cosine", temperature=0.5)
     >>> bank = torch.nn.functional.normalize(torch.randn(500, 4), dim=-1)
-    >>> bridge = pc.Bridge([critic, critic], [pc.Bank(bank)])
+    >>> bridge = pc.Bridge([critic, critic], [pc.Bank(bank)], target_bank=torch.randn(300, 4))
     >>> report = diagnose(bridge, torch.randn(20, 4), torch.randn(30, 4), generator=0)
     >>> isinstance(report.shortcut_justified, bool)
     True

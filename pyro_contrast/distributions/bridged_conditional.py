@@ -37,7 +37,7 @@ class BridgedConditional(IndexDistribution):
 
     >>> import torch, pyro_contrast as pc
     >>> ab, bc = pc.Critic.from_embeddings(), pc.Critic.from_embeddings()
-    >>> bridge = pc.Bridge([ab, bc], [pc.Bank(torch.randn(32, 4))])
+    >>> bridge = pc.Bridge([ab, bc], [pc.Bank(torch.randn(32, 4))], target_bank=torch.randn(256, 4))
     >>> a, candidates = torch.randn(3, 4), torch.randn(6, 4)
     >>> d = BridgedConditional(logits=bridge.log_ratio(a, candidates))
     >>> d.batch_shape, d.enumerate_support().shape

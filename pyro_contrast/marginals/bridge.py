@@ -102,7 +102,7 @@ class Bridge(nn.Module):
 
     >>> ab = Critic.from_embeddings("cosine", temperature=0.2)
     >>> bc = Critic.from_embeddings("cosine", temperature=0.2)
-    >>> bridge = Bridge([ab, bc], [Bank(torch.randn(64, 8))])
+    >>> bridge = Bridge([ab, bc], [Bank(torch.randn(64, 8))], target_bank=torch.randn(256, 8))
     >>> bridge.log_ratio(torch.randn(3, 8), torch.randn(5, 8)).shape
     torch.Size([3, 5])
     """
