@@ -16,7 +16,14 @@ import time
 
 import numpy as np
 import torch
-from _common import prepare_out, save_figure, write_claims, write_json, write_text  # noqa: F401
+from _common import (  # noqa: F401
+    prepare_out,
+    save_figure,
+    script,
+    write_claims,
+    write_json,
+    write_text,
+)
 from torch import nn
 
 import pyro_contrast as pc

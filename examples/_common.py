@@ -6,9 +6,11 @@ moved into place with ``os.replace``, so a crash never leaves a half-written res
 """
 
 import contextlib
+import functools
 import io
 import json
 import os
+import sys
 
 import numpy as np
 import torch
@@ -170,6 +172,29 @@ def few_threads(num_threads=1):
                 yield
     finally:
         torch.set_num_threads(previous)
+
+
+def threaded(run):
+    """Decorate an example's ``main(args)`` to run on ``args.threads`` threads (``few_threads``)."""
+
+    @functools.wraps(run)
+    def main(args):
+        with few_threads(args.threads):
+            return run(args)
+
+    return main
+
+
+def script(main, parse_args, file):
+    """The ``__main__`` of an example: parse, run, and report a ``ValueError`` (a bad
+    argument, a non-empty ``--out``) as one line naming the script, with exit status 1. An
+    integer that ``main`` returns is the exit status."""
+    try:
+        result = main(parse_args())
+    except ValueError as error:
+        sys.exit(f"{os.path.basename(file)}: error: {error}")
+    if isinstance(result, int) and not isinstance(result, bool):
+        sys.exit(result)
 
 
 class Standardize(torch.nn.Module):

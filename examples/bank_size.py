@@ -285,7 +285,4 @@ def _plot(rows, args, path):
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except ValueError as error:
-        sys.exit(f"{os.path.basename(__file__)}: error: {error}")
+    common.script(main, parse_args, __file__)

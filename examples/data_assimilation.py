@@ -359,12 +359,8 @@ def build_claims(linear, lorenz, args):
     ]
 
 
+@common.threaded
 def main(args):
-    with common.few_threads(args.threads):
-        return _main(args)
-
-
-def _main(args):
     out = common.prepare_out(args.out, args.force)
     start = time.time()
     linear, model = experiment_linear(args)
@@ -421,4 +417,4 @@ def _plot(model, plot_data, out):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    common.script(main, parse_args, __file__)

@@ -142,12 +142,8 @@ def generate(critic, bank, bank_labels, num_samples, seed):
     }
 
 
+@common.threaded
 def main(args):
-    with common.few_threads(args.threads):
-        return _main(args)
-
-
-def _main(args):
     out = common.prepare_out(args.out, args.force)
     start = time.time()
     x_train, y_train, x_test, y_test = load(args)
@@ -218,4 +214,4 @@ def _plot(bank, samples, out):
 
 if __name__ == "__main__":
     np.set_printoptions(precision=3)
-    main(parse_args())
+    common.script(main, parse_args, __file__)

@@ -142,12 +142,8 @@ def _tilted(family, critic, x, truth, bank):
     return {**errors(q.mean, q.covariance_matrix, truth, x), "kl": _gaussian_kl(q, truth, x)}
 
 
+@common.threaded
 def main(args):
-    with common.few_threads(args.threads):
-        return _main(args)
-
-
-def _main(args):
     out = common.prepare_out(args.out, args.force)
     start = time.time()
     model = LowRankPairs(args.dim_x, args.dim_y, args.rank, noise_scale=args.noise, seed=args.seed)
@@ -294,4 +290,4 @@ def _plot(table, floor, out):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    common.script(main, parse_args, __file__)

@@ -340,12 +340,8 @@ def build_claims(table):
     ]
 
 
+@common.threaded
 def main(args):
-    with common.few_threads(args.threads):
-        return _main(args)
-
-
-def _main(args):
     out = common.prepare_out(args.out, args.force)
     start = time.time()
     rows, curves = [], {}
@@ -434,4 +430,4 @@ def _plot(table, curves, out):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    common.script(main, parse_args, __file__)

@@ -496,12 +496,8 @@ def build_claims(results, args):
     return claims
 
 
+@common.threaded
 def main(args):
-    with common.few_threads(args.threads):
-        return _main(args)
-
-
-def _main(args):
     out = common.prepare_out(args.out, args.force)
     start = time.time()
     results, timings, curves = {}, {}, None
@@ -590,4 +586,4 @@ def _plot(results, curves, out):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    common.script(main, parse_args, __file__)

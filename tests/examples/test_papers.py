@@ -295,3 +295,32 @@ def test_results_folder_is_never_overwritten_unasked(tmp_path):
         common.prepare_out(str(tmp_path), force=False)
     assert common.prepare_out(str(tmp_path), force=True) == str(tmp_path)
     assert (tmp_path / "keep.txt").read_text() == "user data"
+
+
+def test_script_entry_point_reports_errors_in_one_line_and_keeps_threads():
+    common = _load("_common")
+
+    def bad(args):
+        raise ValueError("--out is not empty")
+
+    with pytest.raises(SystemExit) as exit_info:
+        common.script(bad, lambda: None, "/x/example.py")
+    assert exit_info.value.code == "example.py: error: --out is not empty"
+    with pytest.raises(SystemExit) as exit_info:
+        common.script(lambda args: 3, lambda: None, "example.py")
+    assert exit_info.value.code == 3
+    common.script(lambda args: {"summary": 1}, lambda: None, "example.py")  # no exit
+
+    seen = []
+    before = torch.get_num_threads()
+
+    @common.threaded
+    def main(args):
+        seen.append(torch.get_num_threads())
+        return "done"
+
+    class Args:
+        threads = 1
+
+    assert main(Args()) == "done" and seen == [1]
+    assert torch.get_num_threads() == before
