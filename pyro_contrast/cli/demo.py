@@ -93,37 +93,34 @@ def add_parser(subparsers):
         choices=_inputs.SIMILARITIES,
         help="the critics' similarity (cosine, as CLIP-like models)",
     )
-    parser.add_argument(
-        "--num-train",
-        type=count(2, LIMITS["num_train"]),
-        default=DEFAULTS["num_train"],
-        help="training pairs per model: (A, B) pairs and, separately drawn, (B, C) pairs",
-    )
-    parser.add_argument(
-        "--num-queries", type=count(2, LIMITS["num_queries"]), default=DEFAULTS["num_queries"]
-    )
-    parser.add_argument(
-        "--num-candidates",
-        type=count(2, LIMITS["num_candidates"]),
-        default=DEFAULTS["num_candidates"],
-        help="K: candidates per query, one of them the true partner",
-    )
-    parser.add_argument(
-        "--bank-size",
-        type=count(1, LIMITS["bank_size"]),
-        default=DEFAULTS["bank_size"],
-        help="M: B items marginalized over",
-    )
-    parser.add_argument(
-        "--c-bank-size",
-        type=count(1, LIMITS["c_bank_size"]),
-        default=DEFAULTS["c_bank_size"],
-        help="C items of exact's normalizer (a few hundred or more)",
-    )
-    parser.add_argument("--steps", type=count(1, LIMITS["steps"]), default=DEFAULTS["steps"])
-    parser.add_argument(
-        "--batch-size", type=count(2, LIMITS["batch_size"]), default=DEFAULTS["batch_size"]
-    )
+    # (flag, smallest value, help); the largest is LIMITS', the default DEFAULTS'
+    sizes = [
+        (
+            "--num-train",
+            2,
+            "training pairs per model: (A, B) pairs and, separately drawn, (B, C) pairs",
+        ),
+        ("--num-queries", 2, None),
+        ("--num-candidates", 2, "K: candidates per query, one of them the true partner"),
+        ("--bank-size", 1, "M: B items marginalized over"),
+        ("--c-bank-size", 1, "C items of exact's normalizer (a few hundred or more)"),
+        ("--steps", 1, None),
+        ("--batch-size", 2, None),
+    ]
+    training = [
+        ("--hidden", 1, "hidden units of the MLP encoders"),
+        ("--embedding-dim", 1, None),
+        ("--num-bootstrap", 0, "bootstrap replicates of the intervals"),
+    ]
+
+    def add_counts(options):
+        for flag, low, text in options:
+            key = flag.removeprefix("--").replace("-", "_")
+            parser.add_argument(
+                flag, type=count(low, LIMITS[key]), default=DEFAULTS[key], help=text
+            )
+
+    add_counts(sizes)
     parser.add_argument("--lr", type=_common.positive_float, default=DEFAULTS["lr"])
     parser.add_argument(
         "--loss",
@@ -132,23 +129,7 @@ def add_parser(subparsers):
         metavar="LOSS",
         help=f"training loss, one of {', '.join(sorted(LOSSES))}",
     )
-    parser.add_argument(
-        "--hidden",
-        type=count(1, LIMITS["hidden"]),
-        default=DEFAULTS["hidden"],
-        help="hidden units of the MLP encoders",
-    )
-    parser.add_argument(
-        "--embedding-dim",
-        type=count(1, LIMITS["embedding_dim"]),
-        default=DEFAULTS["embedding_dim"],
-    )
-    parser.add_argument(
-        "--num-bootstrap",
-        type=count(0, LIMITS["num_bootstrap"]),
-        default=DEFAULTS["num_bootstrap"],
-        help="bootstrap replicates of the intervals",
-    )
+    add_counts(training)
     parser.add_argument(
         "--raw-calibration",
         action="store_true",
