@@ -119,6 +119,30 @@ def check_positive(args, names):
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
+def finish(out, args, rows, claims, text, started, files, plot=None, **extra):
+    """Write an example's results folder and return its summary.
+
+    ``started`` is ``(time.perf_counter(), time.process_time())`` at the start; ``text`` the
+    printed table (the total time is appended); ``files`` maps ``table.csv`` and the like to
+    their text; ``plot`` is ``(function, file name)``, drawn unless ``--no-plots``; ``extra``
+    goes into ``results.json`` after the claims.
+    """
+    result = {"settings": vars(args), "rows": rows, "claims": claims, **extra}
+    result["seconds"] = time.perf_counter() - started[0]
+    result["cpu_seconds"] = time.process_time() - started[1]
+    text += f"\n\ntotal {result['seconds']:.0f} s"
+    print(text)
+    write_text(os.path.join(out, "table.txt"), text + "\n")
+    for name, content in files.items():
+        write_text(os.path.join(out, name), content)
+    write_json(os.path.join(out, "results.json"), result)
+    write_claims(out, claims)
+    if plot is not None and not args.no_plots:
+        draw, name = plot
+        draw(rows, args, os.path.join(out, name))
+    return result
+
+
 def rescore(out, claims_fn):
     """Recompute ``claims.json`` from a finished run's ``results.json`` with ``claims_fn(rows,
     settings)``: the verdict rules can change without training again (the rows, i.e. every

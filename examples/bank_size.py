@@ -62,7 +62,7 @@ def main(args):
         raise ValueError(f"--bank-sizes must be positive integers, got {args.bank_sizes}")
     args.bank_sizes = sorted(set(args.bank_sizes))
     out = common.prepare_out(args.out, args.force)
-    started, started_cpu = time.perf_counter(), time.process_time()
+    started = time.perf_counter(), time.process_time()
     pooled, seconds, timings = {}, {}, []
     with common.num_threads(args.num_threads):
         for s in range(args.num_seeds):
@@ -76,23 +76,10 @@ def main(args):
             row["ms_per_query"] = round(1e3 * np.mean(seconds[kind, method, size]), 4)
         rows.append(row)
     claims = _claims(rows, args)
-    result = {
-        "settings": vars(args),
-        "rows": rows,
-        "claims": claims,
-        "timings": timings,
-        "seconds": time.perf_counter() - started,
-        "cpu_seconds": time.process_time() - started_cpu,
-    }
-    text = _table(rows, args) + f"\n\nclaims: {claims}\n\ntotal {result['seconds']:.0f} s"
-    print(text)
-    common.write_text(os.path.join(out, "table.txt"), text + "\n")
-    common.write_text(os.path.join(out, "table.csv"), _csv(rows))
-    common.write_json(os.path.join(out, "results.json"), result)
-    common.write_claims(out, claims)
-    if not args.no_plots:
-        _plot(rows, args, os.path.join(out, "che_bank_size.png"))
-    return result
+    text = _table(rows, args) + f"\n\nclaims: {claims}"
+    files = {"table.csv": _csv(rows)}
+    plot = (_plot, "che_bank_size.png")
+    return common.finish(out, args, rows, claims, text, started, files, plot, timings=timings)
 
 
 def _add(store, key, value):

@@ -79,31 +79,17 @@ def main(args):
     if min(args.bank_sizes) < 1 or args.leak_bank_size < args.num_queries:
         raise ValueError("--bank-sizes must be positive and --leak-bank-size >= --num-queries")
     out = common.prepare_out(args.out, args.force)
-    started, started_cpu = time.perf_counter(), time.process_time()
+    started = time.perf_counter(), time.process_time()
     pooled, timings = {}, []
     with common.num_threads(args.num_threads):
         for s in range(args.num_seeds):
             _run_seed(args, args.seed + s, pooled, timings)
     rows = _rows(pooled, args)
     claims = _claims(rows, args)
-    result = {
-        "settings": vars(args),
-        "rows": rows,
-        "claims": claims,
-        "timings": timings,
-        "seconds": time.perf_counter() - started,
-        "cpu_seconds": time.process_time() - started_cpu,
-    }
     text = _table(rows, args) + "\n\n" + _claims_text(claims)
-    text += f"\n\ntotal {result['seconds']:.0f} s"
-    print(text)
-    common.write_text(os.path.join(out, "table.txt"), text + "\n")
-    common.write_text(os.path.join(out, "table.csv"), _csv(rows))
-    common.write_json(os.path.join(out, "results.json"), result)
-    common.write_claims(out, claims)
-    if not args.no_plots:
-        _plot(rows, args, os.path.join(out, "che_synthetic_recall.png"))
-    return result
+    files = {"table.csv": _csv(rows)}
+    plot = (_plot, "che_synthetic_recall.png")
+    return common.finish(out, args, rows, claims, text, started, files, plot, timings=timings)
 
 
 def _add(pooled, key, values):

@@ -89,7 +89,7 @@ def main(args):
         raise ValueError(f"--corr-noises must be non-negative, got {args.corr_noises}")
     common.check_positive(args, ("bank_size",))
     out = common.prepare_out(args.out, args.force)
-    started, started_cpu = time.perf_counter(), time.process_time()
+    started = time.perf_counter(), time.process_time()
     variants = [("bypass", r, "-") for r in args.rhos] + [
         ("corr_noise", k, shape) for shape in args.corr_noise_shapes for k in args.corr_noises
     ]
@@ -104,22 +104,11 @@ def main(args):
                 row["per_seed"] = [round(float(np.mean(v)), 4) for v in values]
                 rows.append(row)
     claims = _claims(rows, args)
-    result = {
-        "settings": vars(args),
-        "rows": rows,
-        "claims": claims,
-        "seconds": time.perf_counter() - started,
-        "cpu_seconds": time.process_time() - started_cpu,
-    }
-    text = _table(rows, args) + f"\n\nclaims: {claims}\n\ntotal {result['seconds']:.0f} s"
-    print(text)
-    common.write_text(os.path.join(out, "table.txt"), text + "\n")
-    common.write_text(os.path.join(out, "table.csv"), _csv(rows))
-    common.write_json(os.path.join(out, "results.json"), result)
-    common.write_claims(out, claims)
-    if not args.no_plots:
-        _plot(rows, args, os.path.join(out, "che_confounder.png"))
-    return result
+    text = _table(rows, args) + f"\n\nclaims: {claims}"
+    files = {"table.csv": _csv(rows)}
+    return common.finish(
+        out, args, rows, claims, text, started, files, (_plot, "che_confounder.png")
+    )
 
 
 def _run(args, seed, family, value, shape):
