@@ -300,7 +300,7 @@ def fused_partials(
         if log_weights is not None:
             f = f.add_(log_weights[lo:hi].to(dtype).unsqueeze(-1))
         g = right.finish_scores_(torch.mm(b_right, c.T, out=right_buffer[: hi - lo]))
-        col_shift = g.amax(0, keepdim=True)
+        col_shift = stream.shift_cols(g.amax(0, keepdim=True))
         if normalize:
             row_log_z = _row_normalizer(
                 stream, g, col_shift, right, bank_right[lo:hi], candidates, unit
@@ -311,13 +311,15 @@ def fused_partials(
             row_log_z = log_z[lo:hi].to(dtype).unsqueeze(-1)
             f = f.sub_(row_log_z)
         ey = g if normalize else stream.exp_(g, col_shift)
-        row_shift = f.amax(0, keepdim=True).clamp_(min=torch.finfo(dtype).min / 4).T
+        row_shift = stream.shift_rows(f.amax(0, keepdim=True).T)
         ex = stream.exp_(f, row_shift.T).T
-        stream.add(ex, row_shift, ey, col_shift)
+        stream.add(ex, ey)
         if totals is not None:
-            # sum_m e^{F_nm}: the same exponentials against e^{log Z(b_m)}
-            top = row_log_z.amax(0, keepdim=True)
-            totals.add(ex, row_shift, totals.exp_(row_log_z.clone(), top), top)
+            # sum_m e^{F_nm}: the same exponentials against e^{log Z(b_m)} (the same row
+            # shifts: they are the running maxima already)
+            totals.shift_rows(row_shift)
+            top = totals.shift_cols(row_log_z.amax(0, keepdim=True))
+            totals.add(ex, totals.exp_(row_log_z.clone(), top))
         if lo == 0 and hi < num_items and _hopeless(stream):
             return None
     values, certified = stream.result()

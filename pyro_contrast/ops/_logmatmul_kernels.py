@@ -242,6 +242,61 @@ class FastPass:
         return log_of_mass(self.mass, ref, self.compute, self.count)
 
 
+class RunningPass:
+    """The fast pass with running shifts: one row shift ``A_n`` and one column shift ``B_k``
+    for the whole sum (the running maxima of the blocks' maxima), instead of one pair per
+    chunk. Each block is exponentiated against the current shifts and accumulated with an
+    in-place GEMM (``mass += ex @ ey``); when a block raises a shift, the mass is rescaled by
+    row and column factors below 1, each applied in two half steps (see :func:`_rescale_`),
+    so the error bound of the notes holds with the reference ``r = A_n + B_k``. Cheaper per
+    block than :class:`FastPass` (no per-cell reference), a little more conservative for
+    cells whose row and column maxima come from different blocks.
+    """
+
+    def __init__(self, compute, count, device, scale=_LOG2E):
+        self.compute, self.count, self.scale = compute, count, scale
+        self.head = torch.tensor(headroom(compute, count) * _LOG2E, dtype=compute, device=device)
+        self.mass = self.rows = self.cols = None
+
+    exp_ = FastPass.exp_
+
+    def _shift(self, current, new):
+        new = clamp_shift(new.to(self.compute))
+        if current is None:
+            return new, None
+        grown = torch.maximum(current, new)
+        return grown, current - grown
+
+    def shift_rows(self, a):
+        """Raise the row shifts to at least ``a`` (..., N, 1); returns the shifts to use."""
+        self.rows, delta = self._shift(self.rows, a)
+        if delta is not None and self.mass is not None:
+            _rescale_(self.mass, delta, self.scale)
+        return self.rows
+
+    def shift_cols(self, b):
+        """Raise the column shifts to at least ``b`` (..., 1, K); returns the shifts to use."""
+        self.cols, delta = self._shift(self.cols, b)
+        if delta is not None and self.mass is not None:
+            _rescale_(self.mass, delta, self.scale)
+        return self.cols
+
+    def add(self, ex, ey):
+        """Add ``ex @ ey``, both exponentiated against the current shifts."""
+        if self.mass is None:
+            self.mass = torch.matmul(ex, ey)
+        else:
+            self.mass.addmm_(ex, ey)
+
+    def certified(self):
+        return self.mass >= mass_threshold(self.compute, self.count)
+
+    def log_values(self):
+        ref = self.rows + self.cols
+        ref = ref if self.scale == _LOG2E else ref * (self.scale / _LOG2E)
+        return log_of_mass(self.mass, ref, self.compute, self.count)
+
+
 def forward_fast(x, y, bounds, compute=None, count=None):
     """``(mass, ref, row_max, col_max)``: ``A e^{2h}`` and ``r`` of the notes, global maxima.
 

@@ -21,12 +21,13 @@ __all__ = ["LogMatMulStream"]
 class LogMatMulStream:
     r"""Accumulates :math:`\log \sum_m \exp(x_{nm} + y_{mk})` over blocks of :math:`m`.
 
-    For each block, with finite shifts :math:`a_n \ge \max_m x_{nm}` and
-    :math:`b_k \ge \max_m y_{mk}` over the block, :meth:`exp_` turns ``x`` into
-    :math:`e^{x - a + h}` in place (``h`` is 0 in float32 and the float64 headroom
-    otherwise) and :meth:`add` multiplies the two exponentiated blocks with one GEMM,
-    accumulating relative to a per-cell reference. :meth:`result` returns the log values
-    and the cells the underflow bound certifies.
+    Keeps one row shift :math:`A_n` and one column shift :math:`B_k` for the whole sum: for
+    each block, :meth:`shift_rows` and :meth:`shift_cols` raise them to at least the block's
+    row maxima of ``x`` and column maxima of ``y`` (rescaling what was accumulated) and return
+    them; :meth:`exp_` turns the block into :math:`e^{x - A + h}` in place (``h`` is 0 in
+    float32 and the float64 headroom otherwise); :meth:`add` accumulates the product of the
+    two exponentiated blocks with one in-place GEMM. :meth:`result` returns the log values
+    and the cells the underflow bound certifies (relative to :math:`A_n + B_k`).
 
     :param int count: the total size of the inner index over all blocks (it sets the
         headroom and the certificate's threshold).
@@ -40,8 +41,9 @@ class LogMatMulStream:
     >>> stream = LogMatMulStream(10)
     >>> for lo in (0, 5):
     ...     xb, yb = x[:, lo : lo + 5].clone(), y[lo : lo + 5].clone()
-    ...     a, b = xb.amax(-1, keepdim=True), yb.amax(0, keepdim=True)
-    ...     stream.add(stream.exp_(xb, a), a, stream.exp_(yb, b), b)
+    ...     a = stream.shift_rows(xb.amax(-1, keepdim=True))
+    ...     b = stream.shift_cols(yb.amax(0, keepdim=True))
+    ...     stream.add(stream.exp_(xb, a), stream.exp_(yb, b))
     >>> values, certified = stream.result()
     >>> bool(certified.all()), torch.allclose(values.float(), (x[:, :, None] + y).logsumexp(1))
     (True, True)
@@ -54,18 +56,27 @@ class LogMatMulStream:
             raise ValueError(f"count must be a positive integer, got {count!r}")
         self.dtype, self.bits = dtype, bool(bits)
         scale = 1.0 if self.bits else 1.0 / math.log(2.0)
-        self._pass = _kernels.FastPass(dtype, count, device, scale=scale)
+        self._pass = _kernels.RunningPass(dtype, count, device, scale=scale)
         #: ``h`` in the blocks' units: every exponentiated block carries a factor ``e^h``.
         self.headroom = _kernels.headroom(dtype, count) / (math.log(2.0) if self.bits else 1.0)
+
+    def shift_rows(self, a):
+        """Row shifts for the next block: at least ``a`` (N, 1), the block's row maxima."""
+        return self._pass.shift_rows(a)
+
+    def shift_cols(self, b):
+        """Column shifts for the next block: at least ``b`` (1, K), its column maxima."""
+        return self._pass.shift_cols(b)
 
     def exp_(self, block, shift):
         """``exp(block - shift + h)`` (``2^{...}`` in bits), in place; ``shift`` broadcasts."""
         return self._pass.exp_(block, shift)
 
-    def add(self, ex, a, ey, b):
-        """Add the product of ``ex`` (N, c) and ``ey`` (c, K), exponentiated with shifts
-        ``a`` (N, 1) and ``b`` (1, K) (finite, at least the block's maxima)."""
-        self._pass.add_exponentials(ex, a.to(self.dtype), ey, b.to(self.dtype))
+    def add(self, ex, ey):
+        """Add ``ex @ ey`` (N, c) @ (c, K), exponentiated against the current shifts."""
+        if self._pass.rows is None or self._pass.cols is None:
+            raise ValueError("shift_rows and shift_cols come before add")
+        self._pass.add(ex, ey)
 
     def certified(self):
         """The cells certified so far (a bool mask); cheaper than :meth:`result`."""

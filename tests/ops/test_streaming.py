@@ -19,8 +19,9 @@ def _stream(x, y, splits, bits=False):
         if hi <= lo:
             continue
         xb, yb = x[:, lo:hi].clone() * unit, y[lo:hi].clone() * unit
-        a, b = xb.amax(-1, keepdim=True), yb.amax(0, keepdim=True)
-        stream.add(stream.exp_(xb, a), a, stream.exp_(yb, b), b)
+        a = stream.shift_rows(xb.amax(-1, keepdim=True))
+        b = stream.shift_cols(yb.amax(0, keepdim=True))
+        stream.add(stream.exp_(xb, a), stream.exp_(yb, b))
     return stream.result()
 
 
@@ -91,3 +92,22 @@ def test_bad_arguments():
         LogMatMulStream(4).result()
     with pytest.raises(ValueError, match="no block"):
         LogMatMulStream(4).certified()
+    with pytest.raises(ValueError, match="shift_rows"):
+        LogMatMulStream(4).add(torch.ones(2, 3), torch.ones(3, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("jump", [5.0, 80.0, 500.0])
+def test_shifts_that_grow_between_blocks_rescale_what_was_added(dtype, jump):
+    # the second block's maxima lie `jump` nats above the first's: the first block's mass is
+    # rescaled (to nothing, past the float range) and the answer stays exact
+    x = torch.cat([torch.randn(4, 6) - jump, torch.randn(4, 6)], 1).to(dtype)
+    y = torch.cat([torch.randn(6, 3) - jump, torch.randn(6, 3)], 0).to(dtype)
+    values, certified = _stream(x, y, [6])
+    assert bool(certified.all())
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(values, _reference(x, y), atol=tol, rtol=tol)
+    # and the other way round: the first block holds the maxima
+    values, certified = _stream(x.flip(-1), y.flip(0), [6])
+    assert bool(certified.all())
+    torch.testing.assert_close(values, _reference(x, y), atol=tol, rtol=tol)
