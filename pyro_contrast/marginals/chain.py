@@ -12,13 +12,13 @@ References:
 """
 
 import math
-import threading
 
 import torch
 
 from pyro_contrast._validation import check_finite
 from pyro_contrast.critics import Critic
 from pyro_contrast.ops import LogMatMulStream, logmatmul
+from pyro_contrast.ops.streaming import scratch
 
 # Elements of one (rows x targets) score block when a bank chunk meets the C normalizer set;
 # bounds memory at 2**24 floats (64 MB) per block however large the target set is.
@@ -27,10 +27,6 @@ _MAX_BLOCK = 2**24
 # (block x K) block of scores stay in cache from their GEMM to the contraction.
 _FUSED_ELEMENTS = 2**20
 _MIN_FUSED_BLOCK = 256
-# Score buffers of the fused pass are kept between calls up to this many elements each (a
-# fresh multi-megabyte buffer page-faults on every call).
-_KEEP_ELEMENTS = 2**21
-_BUFFERS = threading.local()
 _LOG2E = 1.0 / math.log(2.0)
 
 
@@ -214,7 +210,7 @@ def fused_partials(
 
     The chunk is scored block by block into reused buffers (a (block x N) block of
     :math:`F` and a (block x K) block of :math:`G`, each one GEMM of the critics'
-    :meth:`~pyro_contrast.Critic.pairwise_factors`), and each block goes through its
+    :meth:`~pyro_contrast.Critic.gemm_factor`), and each block goes through its
     normalizer, its shifts and its exponentials while in cache, straight into a
     :class:`~pyro_contrast.ops.LogMatMulStream`. With the candidates as the C normalizer
     set, :math:`Z(b_m)` comes from the block's own exponentials by one matrix-vector
@@ -276,8 +272,8 @@ def fused_partials(
     )
     all_log_z = torch.empty(num_items, 1, dtype=dtype, device=device) if normalize else None
     block = max(_MIN_FUSED_BLOCK, min(_FUSED_ELEMENTS // max(num_rows, num_cols), num_items))
-    left_buffer = _buffer("left", (block, num_rows), dtype, device)
-    right_buffer = _buffer("right", (block, num_cols), dtype, device)
+    left_buffer = scratch("bridge-left", (block, num_rows), dtype, device)
+    right_buffer = scratch("bridge-right", (block, num_cols), dtype, device)
     # The temperatures (and log2 e) go into the small query and candidate factors; the bank's
     # factors come from the caller's cache or are made block by block, in cache.
     q = left[0].gemm_factor(check_finite(query, "queries"), "x", temperature=True, dtype=dtype)
@@ -419,19 +415,6 @@ def score_dtype(*tensors):
     for t in tensors:
         dtype = torch.promote_types(dtype, t.dtype)
     return dtype
-
-
-def _buffer(slot, shape, dtype, device):
-    """An uninitialized (rows x cols) buffer, kept between calls when small enough."""
-    numel = math.prod(shape)
-    buffers = _BUFFERS.__dict__.setdefault("buffers", {})
-    key = (slot, device, dtype)
-    buffer = buffers.get(key)
-    if buffer is None or buffer.numel() < numel:
-        buffer = torch.empty(numel, dtype=dtype, device=device)
-        if numel <= _KEEP_ELEMENTS:
-            buffers[key] = buffer
-    return buffer[:numel].view(shape)
 
 
 def _row_normalizer(stream, g, col_shift, critic, bank_block, candidates, unit):

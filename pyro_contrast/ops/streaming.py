@@ -15,7 +15,15 @@ import torch
 
 from pyro_contrast.ops import _logmatmul_kernels as _kernels
 
-__all__ = ["LogMatMulStream"]
+__all__ = ["LogMatMulStream", "scratch"]
+
+
+def scratch(slot, shape, dtype, device=None):
+    """An uninitialized buffer of ``shape``, reused across calls on this thread when small
+    (the buffers ``logmatmul`` keeps: a fresh multi-megabyte tensor page-faults on every
+    call). ``slot`` names the caller's buffer; two live buffers need two slots."""
+    like = torch.empty(0, dtype=dtype, device=device)
+    return _kernels.scratch(f"caller:{slot}", shape, like)
 
 
 class LogMatMulStream:
