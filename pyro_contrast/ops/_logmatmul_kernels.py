@@ -264,6 +264,8 @@ class RunningPass:
         new = clamp_shift(new.to(self.compute))
         if current is None:
             return new, None
+        if not bool((new > current).any()):
+            return current, None  # nothing grew: no rescaling pass over the mass
         grown = torch.maximum(current, new)
         return grown, current - grown
 
