@@ -164,7 +164,7 @@ def mass_threshold(dtype, count):
     return math.exp(headroom(dtype, count) - safe_threshold(dtype, count))
 
 
-def _rescale_(value, delta, scale=_LOG2E):
+def rescale_(value, delta, scale=_LOG2E):
     """In place ``value * exp2(scale delta)`` for ``delta <= 0``, as two half steps.
 
     A large ``value`` (up to ``count e^{2h}``) times a weight below ``tiny`` would lose far
@@ -186,28 +186,18 @@ def _shifted_exp(value, shift, slot, compute, head):
 class FastPass:
     """The fast pass of the notes, fed one chunk of the inner index at a time.
 
-    Keeps ``mass`` (``A e^{2h}``) and the per-cell reference ``r`` in ``compute``; a chunk
-    arrives either raw (:meth:`add`) or already exponentiated with its shifts
-    (:meth:`add_exponentials`), so a caller that builds the chunk itself (the bridge's
-    fused scoring) exponentiates in place, in its own buffers. ``count`` (the whole inner
-    size) sets the headroom ``h`` and the certificate's threshold. ``scale`` is the
-    ``exp2`` argument per unit of the inputs: ``log2(e)`` for natural logs, 1 for inputs
-    already in bits (which saves a multiplication per element).
+    Keeps ``mass`` (``A e^{2h}``) and the per-cell reference ``r`` in ``compute``; each raw
+    chunk is exponentiated against its own row and column maxima in scratch buffers
+    (:meth:`add`), or arrives exponentiated with its shifts (:meth:`add_exponentials`).
+    ``count`` (the whole inner size) sets the headroom ``h`` and the certificate's
+    threshold. :class:`~pyro_contrast.ops.LogMatMulStream` is the variant with running
+    shifts, for callers that build each block themselves.
     """
 
-    def __init__(self, compute, count, device, scale=_LOG2E):
-        self.compute, self.count, self.scale = compute, count, scale
+    def __init__(self, compute, count, device):
+        self.compute, self.count = compute, count
         self.head = torch.tensor(headroom(compute, count) * _LOG2E, dtype=compute, device=device)
         self.mass = self.ref = None
-
-    def exp_(self, value, shift):
-        """In place ``exp(value - shift + h)`` (``value`` in ``compute``, ``shift`` finite)."""
-        value = value.sub_(shift)
-        if self.scale != 1.0:
-            return torch.add(self.head, value, alpha=self.scale, out=value).exp2_()
-        if self.compute == torch.float64:
-            value = value.add_(self.head)
-        return value.exp2_()
 
     def add(self, xc, yc):
         """Add a raw chunk; returns the unclamped row maxima of ``xc``, column maxima of ``yc``."""
@@ -228,8 +218,8 @@ class FastPass:
             self.mass, self.ref = partial, shift.expand(partial.shape)
             return
         new_ref = torch.maximum(self.ref, shift)
-        mass = _rescale_(self.mass, self.ref - new_ref, self.scale)
-        self.mass = mass.add_(_rescale_(partial, shift.sub_(new_ref), self.scale))
+        mass = rescale_(self.mass, self.ref - new_ref)
+        self.mass = mass.add_(rescale_(partial, shift.sub_(new_ref)))
         self.ref = new_ref
 
     def certified(self):
@@ -238,65 +228,7 @@ class FastPass:
 
     def log_values(self):
         """``log A + r`` in float64 and natural logs (see :func:`log_of_mass`)."""
-        ref = self.ref if self.scale == _LOG2E else self.ref * (self.scale / _LOG2E)
-        return log_of_mass(self.mass, ref, self.compute, self.count)
-
-
-class RunningPass:
-    """The fast pass with running shifts: one row shift ``A_n`` and one column shift ``B_k``
-    for the whole sum (the running maxima of the blocks' maxima), instead of one pair per
-    chunk. Each block is exponentiated against the current shifts and accumulated with an
-    in-place GEMM (``mass += ex @ ey``); when a block raises a shift, the mass is rescaled by
-    row and column factors below 1, each applied in two half steps (see :func:`_rescale_`),
-    so the error bound of the notes holds with the reference ``r = A_n + B_k``. Cheaper per
-    block than :class:`FastPass` (no per-cell reference), a little more conservative for
-    cells whose row and column maxima come from different blocks.
-    """
-
-    def __init__(self, compute, count, device, scale=_LOG2E):
-        self.compute, self.count, self.scale = compute, count, scale
-        self.head = torch.tensor(headroom(compute, count) * _LOG2E, dtype=compute, device=device)
-        self.mass = self.rows = self.cols = None
-
-    exp_ = FastPass.exp_
-
-    def _shift(self, current, new):
-        new = clamp_shift(new.to(self.compute))
-        if current is None:
-            return new, None
-        if not bool((new > current).any()):
-            return current, None  # nothing grew: no rescaling pass over the mass
-        grown = torch.maximum(current, new)
-        return grown, current - grown
-
-    def shift_rows(self, a):
-        """Raise the row shifts to at least ``a`` (..., N, 1); returns the shifts to use."""
-        self.rows, delta = self._shift(self.rows, a)
-        if delta is not None and self.mass is not None:
-            _rescale_(self.mass, delta, self.scale)
-        return self.rows
-
-    def shift_cols(self, b):
-        """Raise the column shifts to at least ``b`` (..., 1, K); returns the shifts to use."""
-        self.cols, delta = self._shift(self.cols, b)
-        if delta is not None and self.mass is not None:
-            _rescale_(self.mass, delta, self.scale)
-        return self.cols
-
-    def add(self, ex, ey):
-        """Add ``ex @ ey``, both exponentiated against the current shifts."""
-        if self.mass is None:
-            self.mass = torch.matmul(ex, ey)
-        else:
-            self.mass.addmm_(ex, ey)
-
-    def certified(self):
-        return self.mass >= mass_threshold(self.compute, self.count)
-
-    def log_values(self):
-        ref = self.rows + self.cols
-        ref = ref if self.scale == _LOG2E else ref * (self.scale / _LOG2E)
-        return log_of_mass(self.mass, ref, self.compute, self.count)
+        return log_of_mass(self.mass, self.ref, self.compute, self.count)
 
 
 def forward_fast(x, y, bounds, compute=None, count=None):

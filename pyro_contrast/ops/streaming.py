@@ -17,6 +17,8 @@ from pyro_contrast.ops import _logmatmul_kernels as _kernels
 
 __all__ = ["LogMatMulStream", "scratch"]
 
+_LOG2E = 1.0 / math.log(2.0)
+
 
 def scratch(slot, shape, dtype, device=None):
     """An uninitialized buffer of ``shape``, reused across calls on this thread when small
@@ -62,38 +64,66 @@ class LogMatMulStream:
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be a positive integer, got {count!r}")
-        self.dtype, self.bits = dtype, bool(bits)
-        scale = 1.0 if self.bits else 1.0 / math.log(2.0)
-        self._pass = _kernels.RunningPass(dtype, count, device, scale=scale)
+        self.dtype, self.bits, self.count = dtype, bool(bits), count
+        #: ``exp2`` argument per unit of the blocks: 1 in bits, ``log2 e`` in nats.
+        self._scale = 1.0 if self.bits else _LOG2E
+        self._head = torch.tensor(
+            _kernels.headroom(dtype, count) * _LOG2E, dtype=dtype, device=device
+        )
         #: ``h`` in the blocks' units: every exponentiated block carries a factor ``e^h``.
         self.headroom = _kernels.headroom(dtype, count) / (math.log(2.0) if self.bits else 1.0)
+        self._mass = self._rows = self._cols = None
 
     def shift_rows(self, a):
         """Row shifts for the next block: at least ``a`` (N, 1), the block's row maxima."""
-        return self._pass.shift_rows(a)
+        self._rows = self._raise(self._rows, a)
+        return self._rows
 
     def shift_cols(self, b):
         """Column shifts for the next block: at least ``b`` (1, K), its column maxima."""
-        return self._pass.shift_cols(b)
+        self._cols = self._raise(self._cols, b)
+        return self._cols
+
+    def _raise(self, current, new):
+        # The running maxima; what was accumulated is rescaled by the factors below 1, each
+        # in two half steps, so the error bound holds with the reference A_n + B_k.
+        new = _kernels.clamp_shift(new.to(self.dtype))
+        if current is None:
+            return new
+        if not bool((new > current).any()):
+            return current  # nothing grew: no pass over the mass
+        grown = torch.maximum(current, new)
+        if self._mass is not None:
+            _kernels.rescale_(self._mass, current - grown, self._scale)
+        return grown
 
     def exp_(self, block, shift):
         """``exp(block - shift + h)`` (``2^{...}`` in bits), in place; ``shift`` broadcasts."""
-        return self._pass.exp_(block, shift)
+        block = block.sub_(shift)
+        if self._scale != 1.0:
+            return torch.add(self._head, block, alpha=self._scale, out=block).exp2_()
+        if self.dtype == torch.float64:
+            block = block.add_(self._head)
+        return block.exp2_()
 
     def add(self, ex, ey):
         """Add ``ex @ ey`` (N, c) @ (c, K), exponentiated against the current shifts."""
-        if self._pass.rows is None or self._pass.cols is None:
+        if self._rows is None or self._cols is None:
             raise ValueError("shift_rows and shift_cols come before add")
-        self._pass.add(ex, ey)
+        if self._mass is None:
+            self._mass = torch.matmul(ex, ey)
+        else:
+            self._mass.addmm_(ex, ey)
 
     def certified(self):
         """The cells certified so far (a bool mask); cheaper than :meth:`result`."""
-        if self._pass.mass is None:
+        if self._mass is None:
             raise ValueError("no block was added")
-        return self._pass.certified()
+        return self._mass >= _kernels.mass_threshold(self.dtype, self.count)
 
     def result(self):
         """``(values, certified)``: the log-space product in float64 and a bool mask."""
-        if self._pass.mass is None:
-            raise ValueError("no block was added")
-        return self._pass.log_values(), self._pass.certified()
+        certified = self.certified()
+        ref = self._rows + self._cols
+        ref = ref if self._scale == _LOG2E else ref * (self._scale / _LOG2E)
+        return _kernels.log_of_mass(self._mass, ref, self.dtype, self.count), certified
