@@ -157,6 +157,27 @@ def resolve_marginal(marginal, bank_embeddings=None, *, critics=None, ridge=1e-6
     return marginal
 
 
+def bank_marginals(critics, z_left, z_right, marginal, target_bank=None):
+    """``(marginal, target)`` for a bridge's ``method="analytic"``: the B marginal resolved
+    from the bank as both critics embed it, and the C normalizer's Gaussian.
+
+    A Gaussian fitted to ``target_bank`` (as the right critic embeds it) makes the analytic
+    method the large-bank limit of the exact one; without it, or on the sphere, the C
+    normalizer is taken as constant and ``target`` is None.
+    """
+    if z_left.shape != z_right.shape or not torch.allclose(z_left, z_right):
+        raise ValueError(
+            "method='analytic' needs both critics to embed the bank identically (a shared B "
+            "representation)"
+        )
+    resolved = resolve_marginal(marginal, z_left, critics=critics)
+    target = None
+    # torch's class: a user's torch.distributions.MultivariateNormal counts too
+    if target_bank is not None and isinstance(resolved, torch.distributions.MultivariateNormal):
+        target = resolve_marginal("gaussian", critics[1].encode_y(target_bank))
+    return resolved, target
+
+
 def _fit_gaussian(embeddings, ridge):
     embeddings = embeddings.to(torch.float64)
     num, dim = embeddings.shape

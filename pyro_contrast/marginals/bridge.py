@@ -6,7 +6,6 @@ import warnings
 
 import torch
 from torch import nn
-from torch.distributions import MultivariateNormal
 from tqdm.auto import tqdm
 
 from pyro_contrast._validation import as_float_tensor, check_finite
@@ -14,9 +13,9 @@ from pyro_contrast.critics import Critic
 from pyro_contrast.distributions.bridged_conditional import BridgedConditional
 from pyro_contrast.marginals import chain
 from pyro_contrast.marginals._memo import Memo, Untrackable, module_state
-from pyro_contrast.marginals.analytic import analytic_log_ratio, resolve_marginal
+from pyro_contrast.marginals.analytic import analytic_log_ratio, bank_marginals
 from pyro_contrast.marginals.bank import DEFAULT_CHUNK_SIZE, Bank
-from pyro_contrast.ops import logmatmul
+from pyro_contrast.marginals.shortcut import direct_log_ratio
 
 # Banks whose GEMM factors (two copies, one per critic) stay under this many elements keep
 # them between calls (256 MB in float32).
@@ -203,7 +202,7 @@ class Bridge(nn.Module):
         queries = self._encode_queries(a)
         candidates = self._encode_candidates(c)
         if method == "direct":
-            return self._direct(queries, candidates)
+            return direct_log_ratio(self._hops, queries, candidates, self.direct_temperature)
         if method == "analytic":
             return self._analytic(a, c)
         targets = self._encoded_targets(candidates)
@@ -211,7 +210,8 @@ class Bridge(nn.Module):
             self._warn_small_normalizer(candidates if targets is None else targets)
         if len(self.banks) == 1:
             return self._three_chain(queries, candidates, targets, method)
-        return self._long_chain(queries, candidates, targets, method)
+        encoded = [self._encode_bank(i) for i in range(len(self.banks))]
+        return chain.long_chain_log_ratio(self._hops, queries, encoded, candidates, targets, method)
 
     def conditional(self, a, candidates, method="exact"):
         """The Pyro distribution over candidate indices given queries ``a`` (batch ``a``'s
@@ -467,50 +467,6 @@ class Bridge(nn.Module):
             settings=(self.chunk_size, dtype),
         )
 
-    def _long_chain(self, queries, candidates, targets, method):
-        encoded = [self._encode_bank(i) for i in range(len(self.banks))]
-        exact = method == "exact"
-        alpha = chain.forward_messages(self._hops, queries, encoded, normalized=exact)[-1]
-        last = self._hops[-1][0]
-        right = encoded[-1][1]
-        scores = last.pairwise_embeddings(right, candidates)
-        if exact:
-            norm = candidates if targets is None else targets
-            return logmatmul(alpha, scores - chain.log_normalizer(last, right, norm).unsqueeze(-1))
-        log_total = 0.0
-        for bank in self.banks:
-            w = bank.log_weights
-            log_total += math.log(len(bank)) if w is None else torch.logsumexp(w, 0).item()
-        return logmatmul(alpha, scores) - log_total
-
-    def _direct(self, queries, candidates):
-        first, last = self._hops[0], self._hops[-1][0]
-        similarity = first[0].similarity
-        if any(c.similarity != similarity for hop in self._hops for c in hop):
-            raise ValueError("method='direct' needs all critics to share one similarity")
-        temperature = (
-            self.direct_temperature
-            if self.direct_temperature is not None
-            else first[0].temperature.item()
-        )
-        if similarity == "bilinear":
-            if len(self._hops) != 2:
-                raise ValueError("bilinear 'direct' is defined for three-modality chains only")
-            weights = [c.weight @ last.weight for c in first]
-            shortcut = Critic.from_embeddings("dot", temperature).pairwise_embeddings
-            return sum(
-                shortcut(u @ w.to(u.dtype), candidates)
-                for u, w in zip(queries, weights, strict=True)
-            )
-        shortcut = Critic.from_embeddings(similarity, temperature)
-        for u in queries:
-            if u.shape[-1] != candidates.shape[-1]:
-                raise ValueError(
-                    f"method='direct' compares A and C embeddings, but their dims differ "
-                    f"({u.shape[-1]} vs {candidates.shape[-1]})"
-                )
-        return sum(shortcut.pairwise_embeddings(u, candidates) for u in queries)
-
     def _analytic(self, a, c):
         if len(self._hops) != 2 or len(self._hops[0]) != 1:
             raise ValueError("method='analytic' is defined for a three-modality chain A – B – C")
@@ -526,19 +482,7 @@ class Bridge(nn.Module):
 
         def resolve():
             z_left, z_right = self.embed_bank(0)
-            if z_left.shape != z_right.shape or not torch.allclose(z_left, z_right):
-                raise ValueError(
-                    "method='analytic' needs both critics to embed the bank "
-                    "identically (a shared B representation)"
-                )
-            marginal = resolve_marginal(self.marginal, z_left, critics=critics)
-            # The C normalizer: a Gaussian fitted to target_bank makes 'analytic' the large-bank
-            # limit of 'exact'; without it (or on the sphere) Z_C is taken as constant.
-            target = None
-            if self.target_bank is not None and isinstance(marginal, MultivariateNormal):
-                targets = critics[1].encode_y(self.target_bank)
-                target = resolve_marginal("gaussian", targets)
-            return marginal, target
+            return bank_marginals(critics, z_left, z_right, self.marginal, self.target_bank)
 
         if bank.kind == "tensor":
             marginal, target = self._cached(

@@ -192,6 +192,26 @@ def backward_messages(hops, encoded_banks, last_scores):
     return messages[::-1]
 
 
+def long_chain_log_ratio(hops, queries, encoded_banks, candidates, targets, method):
+    r"""The log ratio through two or more banks (N, K): the forward messages to the last
+    bank, then its hop to the candidates. ``method="exact"`` normalizes every hop (the C
+    normalizer over ``targets``, or the candidates); ``"lse"`` sums raw path scores and
+    divides by the banks' total weights."""
+    exact = method == "exact"
+    alpha = forward_messages(hops, queries, encoded_banks, normalized=exact)[-1]
+    last = hops[-1][0]
+    right = encoded_banks[-1][1]
+    scores = last.pairwise_embeddings(right, candidates)
+    if exact:
+        norm = candidates if targets is None else targets
+        return logmatmul(alpha, scores - log_normalizer(last, right, norm).unsqueeze(-1))
+    log_total = 0.0
+    for left_views, _, weights in encoded_banks:
+        count = left_views[0].shape[0]
+        log_total += math.log(count) if weights is None else torch.logsumexp(weights, 0).item()
+    return logmatmul(alpha, scores) - log_total
+
+
 def fused_partials(
     bank_left,
     bank_right,

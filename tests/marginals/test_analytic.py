@@ -489,3 +489,18 @@ def test_resolve_marginal_errors(call, error, match):
 def test_analytic_errors(call, error, match):
     with pytest.raises(error, match=match):
         call(_gaussian(2), UniformSphere(2))
+
+
+def test_bank_marginals_fit_the_target_for_any_multivariate_normal():
+    from pyro_contrast.marginals.analytic import bank_marginals
+
+    g = torch.Generator().manual_seed(3)
+    z, targets = torch.randn(400, 3, generator=g), torch.randn(300, 3, generator=g)
+    critics = tuple(pc.Critic.from_embeddings("dot") for _ in "ab")
+    torch_mvn = torch.distributions.MultivariateNormal(torch.zeros(3), torch.eye(3))
+    marginal, target = bank_marginals(critics, z, z, torch_mvn, targets)
+    assert marginal is torch_mvn
+    torch.testing.assert_close(target.loc, targets.double().mean(0))
+    assert bank_marginals(critics, z, z, torch_mvn)[1] is None
+    with pytest.raises(ValueError, match="identically"):
+        bank_marginals(critics, z, z + 1.0, "gaussian")
