@@ -6,14 +6,21 @@ steps and ``copy_`` included), every other dependency is the same object, and th
 compare equal. The entry holds strong references to its tensors, so their ids cannot be
 reused by new tensors while it lives. Nothing is cached while autograd may need the graph
 (a dependency requires grad and grad mode is on) or when a dependency cannot be tracked (an
-encoder that is a plain function rather than a ``torch.nn.Module``, an inference tensor).
+encoder that is a plain function rather than a ``torch.nn.Module``, an inference tensor) or
+is not repeatable (dropout or batch norm in training mode: a second call would draw anew).
 
-Known limit: writes through ``tensor.data`` bypass the version counter (a documented PyTorch
-hazard); :meth:`Memo.clear` (``Bridge.clear_cache``) drops every entry.
+Known limits: writes through ``tensor.data`` bypass the version counter (a documented PyTorch
+hazard), and an encoder with randomness of its own making (not torch's dropout layers) looks
+repeatable; :meth:`Memo.clear` (``Bridge.clear_cache``) drops every entry.
 """
 
 import torch
 from torch import nn
+
+
+# Layers whose training-mode output is not a function of their input and state (torch's base
+# classes of Dropout*, AlphaDropout, BatchNorm*, SyncBatchNorm, LazyBatchNorm*).
+_NOT_REPEATABLE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
 class Untrackable(Exception):
@@ -28,6 +35,11 @@ def module_state(module):
     for child in (getattr(module, "encoder_x", None), getattr(module, "encoder_y", None)):
         if child is not None and not isinstance(child, nn.Module):
             raise Untrackable(type(child).__name__)
+    for m in module.modules():
+        # a random draw (dropout) or the batch's statistics (batch norm) in training mode: the
+        # output is not a function of the inputs and the state, so it is never reused
+        if m.training and isinstance(m, _NOT_REPEATABLE):
+            raise Untrackable(f"{type(m).__name__} in training mode")
     flags = tuple(m.training for m in module.modules())
     return tensors, flags
 

@@ -17,8 +17,8 @@ from pyro_contrast.marginals.analytic import analytic_log_ratio, bank_marginals
 from pyro_contrast.marginals.bank import DEFAULT_CHUNK_SIZE, Bank
 from pyro_contrast.marginals.shortcut import direct_log_ratio
 
-# Banks whose GEMM factors (two copies, one per critic) stay under this many elements keep
-# them between calls (256 MB in float32).
+# Banks whose encodings and GEMM factors (two copies, one per critic, and one per learned
+# encoder) stay under this many elements keep them between calls (256 MB in float32).
 _MAX_FACTOR_ELEMENTS = 2**26
 METHODS = ("exact", "lse", "direct", "analytic")
 
@@ -386,28 +386,40 @@ class Bridge(nn.Module):
         normalizers = self._normalizer_store(bank, targets, method)
         dtype = torch.promote_types(queries[0].dtype, candidates.dtype)
         accumulate = torch.float64 if bank.kind != "tensor" or len(bank) > 65536 else dtype
-        fused = chain.fusable(left, right)
-        factors = self._bank_factor_store(bank, queries[0], candidates) if fused else None
+        # The streamed pass runs without gradients only: no bank factors are made for it
+        # otherwise (they would be thrown away).
+        fused = chain.fusable(left, right) and not _needs_grad(
+            *queries,
+            candidates,
+            bank.log_weights,
+            *left[0].parameters(),
+            *right.parameters(),
+            *(bank.view(j) for j in range(bank.num_views) if bank.kind == "tensor"),
+        )
+        store = self._bank_store(bank, queries[0], candidates)
         for start, chunk in zip(range(0, 2**62, chunk_size), chunks, strict=False):
             *views, log_weights = chunk
-            # Each chunk is encoded once: its normalizer and its partials share the encoding.
-            bank_left, bank_right = chain.encode_chunk(left, right, views)
+            key = (start, views[0].shape[0])
+            if store is not None and key in store:
+                # encoded by an earlier call, and nothing the encoding depends on changed
+                bank_left, bank_right, bank_factors = store[key]
+            else:
+                # Each chunk is encoded once: its normalizer and partials share the encoding.
+                bank_left, bank_right = chain.encode_chunk(left, right, views)
+                bank_factors = None
+            if store is not None and fused and bank_factors is None:
+                bank_factors = chain.bank_factors(
+                    left, right, bank_left, bank_right, store["dtype"]
+                )
+            if store is not None:
+                store[key] = (bank_left, bank_right, bank_factors)
             log_z = None
             if normalizers is not None:
-                key = (start, bank_right.shape[0])
                 if key not in normalizers:
                     normalizers[key] = chain.log_normalizer(right, bank_right, targets)
                 log_z = normalizers[key]
             # One streamed pass where the fast path certifies every cell; logmatmul's exact
             # tiers otherwise (and for the rest of the bank, which is likely alike).
-            bank_factors = None
-            if fused and factors is not None:
-                key = (start, bank_right.shape[0])
-                if key not in factors:
-                    factors[key] = chain.bank_factors(
-                        left, right, bank_left, bank_right, factors["dtype"]
-                    )
-                bank_factors = factors[key]
             partials, fused = chain.chunk_partials(
                 bank_left,
                 bank_right,
@@ -444,15 +456,19 @@ class Bridge(nn.Module):
             settings=(self.chunk_size,),
         )
 
-    def _bank_factor_store(self, bank, query, candidates):
-        # The bank's GEMM factors (normalized, augmented, times a bilinear weight) depend on
-        # the critics and the bank, not on the queries: kept per chunk, keyed on the critics'
-        # state, the bank's views and the dtype. Only for in-memory banks of modest size:
-        # the factors are a copy of the bank per critic.
-        if bank.kind != "tensor" or 2 * bank.view(0).numel() > _MAX_FACTOR_ELEMENTS:
+    def _bank_store(self, bank, query, candidates):
+        # The bank as the critics encode it, and its GEMM factors (normalized, augmented,
+        # times a bilinear weight), depend on the critics and the bank, not on the queries:
+        # kept per chunk, keyed on the critics' state, the bank's views and the dtype, so a
+        # second call encodes nothing (with learned encoders, most of a call's time). Only
+        # for in-memory banks of modest size: the factors are a copy of the bank per critic,
+        # and a learned encoder's output one more.
+        left, right = self._hops[0][0], self._hops[1][0]
+        encoders = (left.encoder_y, right.encoder_x)
+        copies = 2 + sum(not isinstance(e, nn.Identity) for e in encoders)
+        if bank.kind != "tensor" or copies * bank.view(0).numel() > _MAX_FACTOR_ELEMENTS:
             return None
         dtype = chain.score_dtype(query, candidates, bank.view(0))
-        left, right = self._hops[0][0], self._hops[1][0]
 
         def store():
             return {"dtype": dtype}
@@ -496,3 +512,8 @@ class Bridge(nn.Module):
         else:
             marginal, target = resolve()
         return analytic_log_ratio(*critics, a, c, marginal, target=target)
+
+
+def _needs_grad(*tensors):
+    """Whether autograd may need a graph through any of these tensors (None are skipped)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

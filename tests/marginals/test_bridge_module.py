@@ -322,3 +322,67 @@ def test_conditional_of_nested_batches_is_a_categorical_over_candidates():
     expected = bridge.log_ratio(a.reshape(6, DIM), c).log_softmax(-1).reshape(2, 3, 4)
     assert_close(conditional.log_prob(torch.arange(4).view(4, 1, 1)).permute(1, 2, 0), expected)
     assert isinstance(conditional, dist.Categorical)
+
+
+def _counting_critic(seed, *layers):
+    """A cosine critic with learned encoders that count the rows they encode."""
+    torch.manual_seed(seed)
+    critic = pc.Critic(
+        torch.nn.Sequential(torch.nn.Linear(DIM, DIM), *layers),
+        torch.nn.Sequential(torch.nn.Linear(DIM, DIM), *layers),
+        "cosine",
+        0.5,
+    )
+    critic.rows = 0
+
+    def count(module, inputs, output):
+        critic.rows += inputs[0].shape[0]
+
+    critic.encoder_x.register_forward_hook(count)
+    critic.encoder_y.register_forward_hook(count)
+    return critic
+
+
+@pytest.mark.parametrize("method", ["exact", "lse"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_a_second_call_encodes_only_the_queries_and_candidates(method, grad):
+    generator = torch.Generator().manual_seed(5)
+    ab, bc = _counting_critic(0), _counting_critic(1)
+    for p in (*ab.parameters(), *bc.parameters()):
+        p.requires_grad_(False)
+    bank = torch.randn(300, DIM, generator=generator)
+    bridge = pc.Bridge([ab, bc], [pc.Bank(bank)], chunk_size=128, progress=False)
+    a = torch.randn(4, DIM, generator=generator, requires_grad=grad)
+    c = torch.randn(5, DIM, generator=generator)
+    first = bridge.log_ratio(a, c, method)
+    ab.rows = bc.rows = 0
+    second = bridge.log_ratio(a, c, method)
+    assert (ab.rows, bc.rows) == (4, 5)  # no bank row encoded again
+    assert_close(second, first, atol=0, rtol=0)
+    with torch.no_grad():
+        ab.encoder_y[0].weight.mul_(0.5)  # an in-place edit: the encodings are redone
+    ab.rows = 0
+    assert_close(bridge.log_ratio(a, c, method), _fresh(bridge).log_ratio(a, c, method))
+    assert ab.rows >= 300
+    if grad:  # the queries' gradient flows through the cached bank encodings
+        bridge.log_ratio(a, c, method).sum().backward()
+        assert a.grad is not None and torch.isfinite(a.grad).all()
+
+
+@pytest.mark.parametrize("layer", [torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(DIM)])
+def test_training_mode_dropout_and_batch_norm_are_never_reused(layer):
+    generator = torch.Generator().manual_seed(6)
+    ab, bc = _counting_critic(0, layer), _counting_critic(1)
+    bank = torch.randn(200, DIM, generator=generator)
+    bridge = pc.Bridge([ab, bc], [pc.Bank(bank)], progress=False)
+    a, c = torch.randn(3, DIM, generator=generator), torch.randn(4, DIM, generator=generator)
+    with torch.no_grad():
+        bridge.log_ratio(a, c)
+        ab.rows = 0
+        bridge.log_ratio(a, c)
+        assert ab.rows == 3 + 200  # encoded anew: a new draw, or this batch's statistics
+        ab.eval()
+        first = bridge.log_ratio(a, c)
+        ab.rows = 0
+        assert_close(bridge.log_ratio(a, c), first, atol=0, rtol=0)
+        assert ab.rows == 3  # repeatable in eval mode: the bank's encoding is reused
