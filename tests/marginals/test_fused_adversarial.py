@@ -42,14 +42,22 @@ def _similarity(critic, u, v):
     if kind == "dot":
         sim = u @ v.T
     elif kind == "cosine":
-        sim = (u / u.norm(dim=-1, keepdim=True)) @ (v / v.norm(dim=-1, keepdim=True)).T
+        # the cosine with a zero vector is 0 (the critic's definition)
+        unit_u = u / u.norm(dim=-1, keepdim=True).clamp(min=1e-300)
+        unit_v = v / v.norm(dim=-1, keepdim=True).clamp(min=1e-300)
+        sim = unit_u @ unit_v.T
     elif kind == "neg_sq_l2":
         sim = -0.5 * (u.unsqueeze(1) - v.unsqueeze(0)).pow(2).sum(-1)
+    elif kind == "neg_l2":
+        sim = -(u.unsqueeze(1) - v.unsqueeze(0)).pow(2).sum(-1).sqrt()
     elif kind == "bilinear":
         sim = u @ critic.weight.detach().to(F64) @ v.T
     else:
         raise AssertionError(kind)
-    return sim / math.exp(critic.log_temperature.item())
+    scores = sim / math.exp(critic.log_temperature.item())
+    if critic.bias is not None:
+        scores = scores + critic.bias.item()
+    return scores
 
 
 def _truth(ab, bc, a, b, c, *, log_w=None, targets=None, method="exact"):
@@ -105,11 +113,20 @@ def _tolerance(dtype, scale=0.0):
 # -- building blocks ------------------------------------------------------------------------
 
 
-def _critic(similarity, temperature, dim, *, dtype=torch.float32, weight=None, learn=False):
+def _critic(
+    similarity, temperature, dim, *, dtype=torch.float32, weight=None, learn=False, bias=None
+):
     extra = dict(dim_x=dim, dim_y=dim) if similarity == "bilinear" else {}
     critic = pc.Critic.from_embeddings(
-        similarity, temperature=temperature, learn_temperature=learn, **extra
+        similarity,
+        temperature=temperature,
+        learn_temperature=learn,
+        bias=bias is not None,
+        **extra,
     )
+    if bias is not None:
+        with torch.no_grad():
+            critic.bias.fill_(bias)
     if weight is not None and similarity == "bilinear":
         with torch.no_grad():
             critic.weight.copy_(weight)
@@ -155,7 +172,7 @@ def _ramp_bank(similarity, m, d, order, gen, dtype, queries):
         # from anti-aligned with the queries to aligned: cosines from ~-1 to ~1
         bank = (2 * t - 1) * 3 * direction + 0.3 * noise
     else:
-        # from far (distance ~8) to on top of the queries: scores from ~-30 to ~0
+        # neg_sq_l2, neg_l2: from far (distance ~8) to on top of the queries
         bank = direction * 8 * (1 - t) + 0.3 * noise
     if order == "decreasing":
         bank = bank.flip(0)
@@ -169,7 +186,8 @@ def _ramp_bank(similarity, m, d, order, gen, dtype, queries):
 
 @settings(max_examples=30, deadline=None)
 @given(
-    similarity=st.sampled_from(["dot", "bilinear", "cosine", "neg_sq_l2"]),
+    similarity=st.sampled_from(["dot", "bilinear", "cosine", "neg_sq_l2", "neg_l2"]),
+    bias=st.sampled_from([None, None, 0.7]),
     order=st.sampled_from(["increasing", "increasing", "decreasing", "shuffled"]),
     method=st.sampled_from(["exact", "lse"]),
     normalizer=st.sampled_from(["candidates", "targets"]),
@@ -180,7 +198,7 @@ def _ramp_bank(similarity, m, d, order, gen, dtype, queries):
     seed=st.integers(0, 2**16),
 )
 def test_growing_scores_rescale_the_running_shifts(
-    similarity, order, method, normalizer, weighted, float64, sizes, elements, seed
+    similarity, bias, order, method, normalizer, weighted, float64, sizes, elements, seed
 ):
     # Small blocks (and a small probe) so the shifts grow at many block boundaries; the
     # early bail-out is off so the streamed pass runs to the end on every example.
@@ -192,8 +210,9 @@ def test_growing_scores_rescale_the_running_shifts(
     c = torch.randn(k, d, generator=gen, dtype=dtype)
     bank = _ramp_bank(similarity, m, d, order, gen, dtype, a)
     weight = torch.randn(d, d, generator=gen, dtype=dtype) / d**0.5 + torch.eye(d, dtype=dtype)
-    ab = _critic(similarity, 0.3, d, dtype=dtype, weight=weight)
-    bc = _critic(similarity, 0.5, d, dtype=dtype, weight=weight.T)
+    # a bias takes the scores out of bits (natural-log exponentials) in the streamed pass
+    ab = _critic(similarity, 0.3, d, dtype=dtype, weight=weight, bias=bias)
+    bc = _critic(similarity, 0.5, d, dtype=dtype, weight=weight.T, bias=bias)
     targets = torch.randn(50, d, generator=gen, dtype=dtype) if normalizer == "targets" else None
     log_w = 2 * torch.randn(m, generator=gen, dtype=dtype) if weighted else None
     want = _truth(ab, bc, a, bank, c, log_w=log_w, targets=targets, method=method)
@@ -231,6 +250,33 @@ def test_growing_dot_scores_with_the_real_block_sizes(monkeypatch, method, norma
     assert float((scores[:, -512:].amax(-1) - scores[:, :256].amax(-1)).min()) > 60
     want = _truth(ab, bc, a, bank, c, targets=targets, method=method)
     _assert_matches(got, want, atol=2e-4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("mode", ["exact", "targets", "lse"])
+def test_falling_scores_underflow_the_row_normalizer(monkeypatch, dtype, mode):
+    # norms fall from 50 to 0.05: the later items' C scores lie ~300 nats below the column
+    # shifts the first blocks set, so their in-pass normalizer sums underflow (float32) and
+    # are recomputed row by row, and their cells need the repair
+    monkeypatch.setattr(chain, "_hopeless", lambda stream: False)
+    gen = torch.Generator().manual_seed(17)
+    d = 4
+    a, c = (
+        torch.randn(5, d, generator=gen, dtype=dtype),
+        torch.randn(300, d, generator=gen, dtype=dtype),
+    )
+    bank = torch.randn(1500, d, generator=gen, dtype=dtype)
+    norms = torch.linspace(50, 0.05, 1500, dtype=dtype).unsqueeze(-1)
+    bank = bank / bank.norm(dim=-1, keepdim=True) * norms
+    targets = torch.randn(100, d, generator=gen, dtype=dtype) if mode == "targets" else None
+    method = "lse" if mode == "lse" else "exact"
+    ab, bc = _critic("dot", 0.5, d, dtype=dtype), _critic("dot", 0.5, d, dtype=dtype)
+    calls = _spy(monkeypatch)
+    got = _bridge(ab, bc, bank, targets=targets).log_ratio(a, c, method)
+    assert calls == [True]
+    want = _truth(ab, bc, a, bank, c, targets=targets, method=method)
+    atol, rtol = _tolerance(dtype, _score_scale(ab, bc, a, bank, c, targets))
+    _assert_matches(got, want, atol=atol, rtol=rtol)
 
 
 # -- 2. extreme temperatures, scores spanning hundreds of nats ------------------------------
@@ -455,6 +501,40 @@ def test_mixed_float32_and_float64_inputs(monkeypatch, wide):
         _assert_matches(got, want, atol=2e-4, rtol=1e-6)
 
 
+def test_zero_vectors_under_cosine(monkeypatch):
+    # the cosine with a zero vector is 0: zero queries, bank items and candidates
+    gen = torch.Generator().manual_seed(18)
+    d = 4
+    a, bank, c = (torch.randn(s, d, generator=gen) for s in (4, 600, 7))
+    a[1] = 0.0
+    bank[::7] = 0.0
+    c[2] = 0.0
+    ab, bc = _critic("cosine", 0.05, d), _critic("cosine", 0.1, d)
+    for method in ("exact", "lse"):
+        calls = _spy(monkeypatch)
+        got = _bridge(ab, bc, bank).log_ratio(a, c, method)
+        assert calls == [True]
+        _assert_matches(got, _truth(ab, bc, a, bank, c, method=method), atol=2e-4, rtol=1e-6)
+
+
+def test_non_contiguous_and_expanded_inputs(monkeypatch):
+    gen = torch.Generator().manual_seed(19)
+    d = 4
+    wide = torch.randn(800, 2 * d, generator=gen)
+    bank = wide[:, ::2]  # strided rows
+    a = torch.randn(d, 6, generator=gen).T  # transposed
+    c = torch.randn(1, d, generator=gen).expand(5, d)  # stride-0 rows, identical candidates
+    same = torch.randn(1, d, generator=gen).expand(300, d)  # a stride-0 bank
+    ab, bc = _critic("dot", 0.5, d), _critic("neg_sq_l2", 0.5, d)
+    for items in (bank, same):
+        for method in ("exact", "lse"):
+            calls = _spy(monkeypatch)
+            got = _bridge(ab, bc, items, chunk_size=350).log_ratio(a, c, method)
+            assert all(calls)
+            want = _truth(ab, bc, a, items, c, method=method)
+            _assert_matches(got, want, atol=2e-4, rtol=1e-6)
+
+
 # -- 6. the caches never give stale answers -------------------------------------------------
 
 
@@ -558,6 +638,40 @@ def test_bank_tensor_edited_in_place_by_its_owner():
     assert float((after - before).abs().max()) > 1e-2
     torch.testing.assert_close(after, fresh, atol=1e-6, rtol=1e-6)
     _assert_matches(after, _truth(ab, bc, a, items, c, targets=t), atol=2e-4, rtol=1e-6)
+
+
+def test_two_view_bank_edited_in_place(monkeypatch):
+    # one view per critic: the factors are cached per view, the normalizers on the right one
+    gen = torch.Generator().manual_seed(20)
+    d = 4
+    left_view, right_view = torch.randn(700, d, generator=gen), torch.randn(700, d, generator=gen)
+    a, c, t = (torch.randn(s, d, generator=gen) for s in (5, 9, 60))
+    ab, bc = _critic("cosine", 0.2, d), _critic("dot", 0.6, d)
+    bank = pc.Bank(views=(left_view, right_view))
+    bridge = pc.Bridge([ab, bc], [bank], target_bank=t, chunk_size=300, progress=False)
+    calls = _spy(monkeypatch)
+    for edit in (None, "right", "left"):
+        if edit == "right":
+            right_view.mul_(-1.3)
+        elif edit == "left":
+            left_view[:350] = torch.randn(350, d, generator=gen)
+        for method in ("exact", "lse"):
+            got = bridge.log_ratio(a, c, method)
+            targets = t if method == "exact" else None
+            scores_ab = _similarity(ab, a, left_view)
+            scores_bc = _similarity(bc, right_view, c)
+            if method == "lse":
+                want = torch.logsumexp(
+                    scores_ab.unsqueeze(-1) + scores_bc.unsqueeze(0), 1
+                ) - math.log(700)
+            else:
+                log_z = torch.logsumexp(_similarity(bc, right_view, targets), -1) - math.log(60)
+                cube = scores_ab.log_softmax(-1).unsqueeze(-1) + (
+                    scores_bc - log_z.unsqueeze(-1)
+                ).unsqueeze(0)
+                want = torch.logsumexp(cube, 1)
+            _assert_matches(got, want, atol=2e-4, rtol=1e-6)
+    assert all(calls)
 
 
 @pytest.mark.xfail(
