@@ -54,7 +54,10 @@ def _similarity(critic, u, v):
         sim = u @ critic.weight.detach().to(F64) @ v.T
     else:
         raise AssertionError(kind)
-    scores = sim / math.exp(critic.log_temperature.item())
+    # T is rounded in the critic's own dtype (float32 or better), as the critic documents
+    log_t = critic.log_temperature.detach()
+    log_t = log_t.float() if log_t.dtype in (torch.float16, torch.bfloat16) else log_t
+    scores = sim / log_t.exp().item()
     if critic.bias is not None:
         scores = scores + critic.bias.item()
     return scores
@@ -481,6 +484,24 @@ def test_half_precision_inputs_are_upcast(monkeypatch, dtype, method):
     _assert_matches(got, want, atol=2e-4, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("similarity", ["bilinear", "dot"])
+def test_half_precision_critics_score_in_float32(monkeypatch, dtype, similarity):
+    # a float16/bfloat16 critic (temperature and bilinear weight rounded to it) on float32
+    # inputs: the streamed pass scores in float32, with the critic's rounded values
+    gen = torch.Generator().manual_seed(21)
+    d = 6
+    weight = torch.randn(d, d, generator=gen) / d**0.5
+    ab = _critic(similarity, 0.3, d, weight=weight).to(dtype)
+    bc = _critic(similarity, 0.7, d, weight=weight.T).to(dtype)
+    a, bank, c = (torch.randn(s, d, generator=gen) for s in (5, 900, 300))
+    for method in ("exact", "lse"):
+        calls = _spy(monkeypatch)
+        got = _bridge(ab, bc, bank).log_ratio(a, c, method)
+        assert calls == [True] and got.dtype == torch.float32
+        _assert_matches(got, _truth(ab, bc, a, bank, c, method=method), atol=2e-4, rtol=1e-6)
+
+
 @pytest.mark.parametrize("wide", ["queries", "bank", "candidates"])
 def test_mixed_float32_and_float64_inputs(monkeypatch, wide):
     gen = torch.Generator().manual_seed(10)
@@ -638,6 +659,49 @@ def test_bank_tensor_edited_in_place_by_its_owner():
     assert float((after - before).abs().max()) > 1e-2
     torch.testing.assert_close(after, fresh, atol=1e-6, rtol=1e-6)
     _assert_matches(after, _truth(ab, bc, a, items, c, targets=t), atol=2e-4, rtol=1e-6)
+
+
+def test_one_bridge_across_candidate_sets_and_dtypes(monkeypatch):
+    # the cached bank factors are keyed on the scoring dtype: float32 and float64 calls (and
+    # candidate sets of any size) alternate on one bridge, each equal to the truth
+    gen = torch.Generator().manual_seed(22)
+    d = 4
+    bank = torch.randn(900, d, generator=gen)
+    ab = _critic("bilinear", 0.4, d, weight=torch.randn(d, d, generator=gen) / 2)
+    bc = _critic("neg_sq_l2", 0.8, d)
+    bridge = _bridge(ab, bc, bank, log_w=torch.randn(900, generator=gen), chunk_size=400)
+    calls = _spy(monkeypatch)
+    for k, dtype in [(300, torch.float32), (5, torch.float32), (40, F64), (1, F64), (300, None)]:
+        a = torch.randn(3, d, generator=gen, dtype=dtype or torch.float32)
+        c = torch.randn(k, d, generator=gen, dtype=dtype or F64)  # None: mixed dtypes
+        for method in ("exact", "lse"):
+            got = bridge.log_ratio(a, c, method)
+            want = _truth(ab, bc, a, bank, c, log_w=bridge.banks[0].log_weights, method=method)
+            atol, rtol = _tolerance(dtype or torch.float32)
+            _assert_matches(got, want, atol=atol, rtol=rtol)
+    assert any(calls)
+
+
+def test_optimizer_steps_invalidate_the_cached_factors():
+    # learnable critics, answers under no_grad (cached) between optimizer steps
+    gen = torch.Generator().manual_seed(23)
+    d = 4
+    bank, t = torch.randn(700, d, generator=gen), torch.randn(80, d, generator=gen)
+    a, c = torch.randn(6, d, generator=gen), torch.randn(9, d, generator=gen)
+    ab = _critic("bilinear", 0.5, d, weight=torch.randn(d, d, generator=gen) / 2, learn=True)
+    bc = _critic("bilinear", 0.5, d, weight=torch.randn(d, d, generator=gen) / 2, learn=True)
+    bridge = _bridge(ab, bc, bank, targets=t, chunk_size=300)
+    optimizer = torch.optim.Adam(list(ab.parameters()) + list(bc.parameters()), lr=0.2)
+    for _ in range(3):
+        with torch.no_grad():
+            for method in ("exact", "lse"):
+                want = _truth(
+                    ab, bc, a, bank, c, targets=t if method == "exact" else None, method=method
+                )
+                _assert_matches(bridge.log_ratio(a, c, method), want, atol=2e-4, rtol=1e-6)
+        optimizer.zero_grad()
+        (-bridge.log_ratio(a, c).diagonal().sum()).backward()
+        optimizer.step()
 
 
 def test_two_view_bank_edited_in_place(monkeypatch):
