@@ -255,6 +255,32 @@ def test_growing_dot_scores_with_the_real_block_sizes(monkeypatch, method, norma
     _assert_matches(got, want, atol=2e-4, rtol=1e-6)
 
 
+@pytest.mark.parametrize("similarity", ["dot", "neg_sq_l2"])
+@pytest.mark.parametrize("method", ["exact", "lse"])
+def test_hundreds_of_rescales_stay_within_the_contract(monkeypatch, similarity, method):
+    # blocks of 8 items over a bank whose items move steadily towards the queries and the
+    # candidates: every one of the 250 blocks raises the row and the column shifts, and each
+    # raise rescales the accumulated mass (rounding accumulates per block)
+    monkeypatch.setattr(chain, "_FUSED_ELEMENTS", 64)
+    monkeypatch.setattr(chain, "_MIN_FUSED_BLOCK", 8)
+    monkeypatch.setattr(chain, "_hopeless", lambda stream: False)
+    gen = torch.Generator().manual_seed(24)
+    d, m = 4, 2000
+    a, c = torch.randn(8, d, generator=gen) + 1, torch.randn(8, d, generator=gen) + 1
+    toward = torch.full((d,), 0.5)
+    t = torch.linspace(0, 1, m).unsqueeze(-1)
+    if similarity == "dot":
+        bank = toward * (0.05 + 6 * t)
+    else:
+        bank = (a.mean(0) + c.mean(0)) / 2 + 8 * (1 - t) * toward
+    bank = bank + 0.01 * torch.randn(m, d, generator=gen)
+    ab, bc = _critic(similarity, 0.5, d), _critic(similarity, 0.5, d)
+    calls = _spy(monkeypatch)
+    got = _bridge(ab, bc, bank).log_ratio(a, c, method)
+    assert calls == [True]
+    _assert_matches(got, _truth(ab, bc, a, bank, c, method=method), atol=2e-4, rtol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 @pytest.mark.parametrize("mode", ["exact", "targets", "lse"])
 def test_falling_scores_underflow_the_row_normalizer(monkeypatch, dtype, mode):
@@ -357,11 +383,14 @@ def _weights(pattern, m, probe, gen):
         log_w[-1] = 0.0
     elif pattern == "unequal":
         log_w = torch.linspace(-600.0, 0.0, m)[torch.randperm(m, generator=gen)]
+    elif pattern == "huge_finite_probe":
+        log_w[:probe] = -1e30  # finite, but far below float32's reach of the others
     return log_w
 
 
 @pytest.mark.parametrize(
-    "pattern", ["probe_block", "second_half", "alternate", "all_but_last", "unequal"]
+    "pattern",
+    ["probe_block", "huge_finite_probe", "second_half", "alternate", "all_but_last", "unequal"],
 )
 @pytest.mark.parametrize(
     "method,normalizer", [("exact", "candidates"), ("exact", "targets"), ("lse", None)]
