@@ -15,6 +15,7 @@ inputs are half precision, and the bridge's caches see in-place edits.
 """
 
 import math
+import threading
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 import pyro_contrast as pc
 from pyro_contrast.marginals import chain
+from pyro_contrast.ops import _logmatmul_kernels, logmatmul
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::pyro_contrast.marginals.bridge.SmallNormalizerWarning"
@@ -805,6 +807,46 @@ def test_swapping_a_parameter_free_encoder_is_not_stale(which):
     setattr(critic, "encoder_" + which[-1], torch.nn.Tanh())
     fresh = _bridge(ab, bc, bank, targets=t).log_ratio(a, c)
     torch.testing.assert_close(bridge.log_ratio(a, c), fresh)
+
+
+def _call(what, gen):
+    """A bridge call (fused pass) or a bare logmatmul, with a fixed answer."""
+    if what == "logmatmul":
+        x, y = torch.randn(64, 5000, generator=gen), torch.randn(5000, 64, generator=gen)
+        return lambda: logmatmul(x, y)
+    a, bank, c = (torch.randn(s, 4, generator=gen) for s in (5, 900, 300))
+    bridge = _bridge(_critic("cosine", 0.2, 4), _critic("dot", 0.5, 4), bank)
+    return lambda: bridge.log_ratio(a, c)
+
+
+@pytest.mark.parametrize("what", ["bridge", "logmatmul"])
+def test_inference_mode_after_ordinary_calls(monkeypatch, what):
+    monkeypatch.setattr(_logmatmul_kernels, "_SCRATCH", threading.local())  # fresh buffers
+    call = _call(what, torch.Generator().manual_seed(25))
+    first = call()
+    with torch.inference_mode():
+        inside = call()
+    torch.testing.assert_close(inside, first)
+    torch.testing.assert_close(call(), first)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="the thread's scratch buffers (ops.streaming.scratch / _logmatmul_kernels.scratch) "
+    "are first allocated inside torch.inference_mode(), so they are inference tensors, and "
+    "every later fused pass or logmatmul on the thread writes into them outside inference "
+    "mode: 'Inplace update to inference tensor outside InferenceMode is not allowed'",
+)
+@pytest.mark.parametrize("what", ["bridge", "logmatmul"])
+def test_a_call_under_inference_mode_does_not_break_later_calls(monkeypatch, what):
+    # fresh buffers for this test only: the bug would otherwise poison the thread's buffers
+    # for every test that runs after it
+    monkeypatch.setattr(_logmatmul_kernels, "_SCRATCH", threading.local())
+    call = _call(what, torch.Generator().manual_seed(25))
+    with torch.inference_mode():
+        first = call()
+    torch.testing.assert_close(call(), first.clone())  # raises RuntimeError today
 
 
 # -- 7. duplicated, identical and single items ----------------------------------------------
