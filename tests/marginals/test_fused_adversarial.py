@@ -34,6 +34,13 @@ F64 = torch.float64
 EPS32 = torch.finfo(torch.float32).eps
 
 
+@pytest.fixture(autouse=True)
+def _fresh_scratch_buffers(monkeypatch):
+    """Each test gets its own thread-local scratch buffers (a pure speed cache): two of the
+    bugs below leave the thread's buffers unusable, and must not leak into later tests."""
+    monkeypatch.setattr(_logmatmul_kernels, "_SCRATCH", threading.local())
+
+
 # -- an independent float64 truth -----------------------------------------------------------
 
 
@@ -915,3 +922,78 @@ def test_gradients_step_aside_with_the_same_values(monkeypatch, similarity, mode
     a64 = a.double().requires_grad_(True)
     _truth(ab, bc, a64, bank, c, log_w=log_w, targets=targets, method=method).sum().backward()
     torch.testing.assert_close(queries.grad.double(), a64.grad, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("wants", ["bank", "candidates"])
+def test_gradients_of_other_inputs_step_aside_too(monkeypatch, wants):
+    # only the bank, the candidates or the target bank wants a gradient (fixed critics)
+    gen = torch.Generator().manual_seed(26)
+    d = 4
+    a, bank, c, t = (torch.randn(s, d, generator=gen) for s in (5, 800, 7, 60))
+    ab, bc = _critic("cosine", 0.3, d), _critic("dot", 0.6, d)
+    with torch.no_grad():
+        calls = _spy(monkeypatch)
+        fused = _bridge(ab, bc, bank, targets=t, chunk_size=300).log_ratio(a, c)
+        assert calls == [True] * 3
+    leaf = {"bank": bank, "candidates": c, "targets": t}[wants].clone().requires_grad_(True)
+    inputs = {"bank": bank, "candidates": c, "targets": t} | {wants: leaf}
+    calls = _spy(monkeypatch)
+    bridge = _bridge(ab, bc, inputs["bank"], targets=inputs["targets"], chunk_size=300)
+    graph = bridge.log_ratio(a, inputs["candidates"])
+    assert calls == [False] and graph.requires_grad
+    torch.testing.assert_close(graph.detach(), fused, atol=2e-5, rtol=1e-6)
+    _assert_gradient_is_the_truths(graph, leaf, ab, bc, a, inputs, wants)
+
+
+def _assert_gradient_is_the_truths(graph, leaf, ab, bc, a, inputs, wants):
+    """d sum(log ratio) / d leaf against the float64 brute force's gradient."""
+    (grad,) = torch.autograd.grad(graph.sum(), leaf)
+    leaf64 = leaf.detach().double().requires_grad_(True)
+    inputs64 = {k: v.detach().double() for k, v in inputs.items()} | {wants: leaf64}
+    want = _truth(ab, bc, a, inputs64["bank"], inputs64["candidates"], targets=inputs64["targets"])
+    (grad64,) = torch.autograd.grad(want.sum(), leaf64)
+    torch.testing.assert_close(grad.double(), grad64, atol=2e-4, rtol=1e-4)
+
+
+_GRAD_TARGETS_REASON = (
+    "fused_partials checks requires_grad on the queries, bank, candidates, weights and "
+    "critics but not on the target bank (nor log_z): with target_bank.requires_grad it "
+    "runs, f.sub_(log_z) pulls the scratch buffer into the graph, and the next block's "
+    "torch.mm(out=scratch) raises (several blocks) or backward raises 'modified by an "
+    "inplace operation' (one block)"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=_GRAD_TARGETS_REASON)
+@pytest.mark.parametrize("m", [200, 800])  # one block, several blocks
+def test_a_target_bank_that_wants_a_gradient(m):
+    gen = torch.Generator().manual_seed(27)
+    d = 4
+    a, bank, c, t = (torch.randn(s, d, generator=gen) for s in (5, m, 7, 60))
+    ab, bc = _critic("cosine", 0.3, d), _critic("dot", 0.6, d)
+    leaf = t.clone().requires_grad_(True)
+    graph = _bridge(ab, bc, bank, targets=leaf).log_ratio(a, c)
+    inputs = {"bank": bank, "candidates": c, "targets": leaf}
+    _assert_matches(graph, _truth(ab, bc, a, bank, c, targets=t), atol=2e-4, rtol=1e-6)
+    _assert_gradient_is_the_truths(graph, leaf, ab, bc, a, inputs, "targets")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="after the call above, the thread's 'bridge-left' scratch buffer requires grad "
+    "(it was written in place from log_z's graph): every later fused pass of that size "
+    "with grad mode on -- a fresh bridge, nothing requiring grad -- raises RuntimeError "
+    "'mm(): functions with out=... arguments don't support automatic differentiation'",
+)
+def test_a_target_bank_that_wants_a_gradient_leaves_later_calls_intact():
+    gen = torch.Generator().manual_seed(28)
+    d = 4
+    a, bank, c, t = (torch.randn(s, d, generator=gen) for s in (5, 800, 7, 60))
+    ab, bc = _critic("cosine", 0.3, d), _critic("dot", 0.6, d)
+    try:
+        _bridge(ab, bc, bank, targets=t.clone().requires_grad_(True)).log_ratio(a, c)
+    except RuntimeError:
+        pass  # test_a_target_bank_that_wants_a_gradient
+    got = _bridge(ab, bc, bank.clone(), targets=t).log_ratio(a, c)  # raises today
+    _assert_matches(got, _truth(ab, bc, a, bank, c, targets=t), atol=2e-4, rtol=1e-6)
