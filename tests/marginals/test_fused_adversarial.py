@@ -504,6 +504,39 @@ def test_chunks_of_one_item(monkeypatch):
         _assert_matches(got, want, atol=2e-5, rtol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["array", "iterable"])
+@pytest.mark.parametrize("mode", ["exact", "targets", "lse"])
+def test_streamed_banks_outside_memory(monkeypatch, kind, mode):
+    # numpy and iterable banks: no cached factors or normalizers, float64 accumulation;
+    # chunks of 300 with a growing-norm dot bank and a weighted tail
+    gen = torch.Generator().manual_seed(29)
+    d = 4
+    a, c = torch.randn(4, d, generator=gen), torch.randn(6, d, generator=gen)
+    items = torch.randn(1000, d, generator=gen)
+    items = items / items.norm(dim=-1, keepdim=True) * torch.linspace(0.1, 12, 1000).unsqueeze(-1)
+    log_w = torch.randn(1000, generator=gen)
+    log_w[350:450] = -math.inf
+    targets = torch.randn(50, d, generator=gen) if mode == "targets" else None
+    method = "lse" if mode == "lse" else "exact"
+    source = items.numpy()
+    if kind == "iterable":
+        source = [items[i : i + 300].numpy() for i in range(0, 1000, 300)]
+    ab, bc = _critic("dot", 0.5, d), _critic("dot", 0.5, d)
+    calls = _spy(monkeypatch)
+    bridge = pc.Bridge(
+        [ab, bc],
+        [pc.Bank(source, log_weights=log_w)],
+        target_bank=targets,
+        chunk_size=300,
+        progress=False,
+    )
+    got = bridge.log_ratio(a, c, method)
+    assert calls == [True] * 4
+    want = _truth(ab, bc, a, items, c, log_w=log_w, targets=targets, method=method)
+    atol, rtol = _tolerance(torch.float32, _score_scale(ab, bc, a, items, c, targets))
+    _assert_matches(got, want, atol=atol, rtol=rtol)
+
+
 # -- 5. dtypes --------------------------------------------------------------------------------
 
 
