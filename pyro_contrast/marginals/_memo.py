@@ -10,13 +10,13 @@ encoder that is a plain function rather than a ``torch.nn.Module``, an inference
 is not repeatable (dropout or batch norm in training mode: a second call would draw anew).
 
 Known limits: writes through ``tensor.data`` bypass the version counter (a documented PyTorch
-hazard), and an encoder with randomness of its own making (not torch's dropout layers) looks
-repeatable; :meth:`Memo.clear` (``Bridge.clear_cache``) drops every entry.
+hazard); plain Python attributes inside an encoder (a ``LeakyReLU``'s slope) are not
+compared; and an encoder with randomness of its own making (not torch's dropout layers)
+looks repeatable; :meth:`Memo.clear` (``Bridge.clear_cache``) drops every entry.
 """
 
 import torch
 from torch import nn
-
 
 # Layers whose training-mode output is not a function of their input and state (torch's base
 # classes of Dropout*, AlphaDropout, BatchNorm*, SyncBatchNorm, LazyBatchNorm*).
@@ -28,7 +28,8 @@ class Untrackable(Exception):
 
 
 def module_state(module):
-    """The tensors and flags a module's output depends on (parameters, buffers, train mode)."""
+    """The tensors and settings a module's output depends on: parameters, buffers, the
+    submodules themselves and their train mode, and a critic's ``similarity``."""
     if not isinstance(module, nn.Module):
         raise Untrackable(type(module).__name__)
     tensors = tuple(module.parameters()) + tuple(t for t in module.buffers() if t is not None)
@@ -40,8 +41,10 @@ def module_state(module):
         # output is not a function of the inputs and the state, so it is never reused
         if m.training and isinstance(m, _NOT_REPEATABLE):
             raise Untrackable(f"{type(m).__name__} in training mode")
-    flags = tuple(m.training for m in module.modules())
-    return tensors, flags
+    # which modules (an encoder swapped for a parameter-free one changes no tensor), their
+    # train flags, and the critic's similarity
+    flags = tuple((m, m.training) for m in module.modules())
+    return tensors, flags + (getattr(module, "similarity", None),)
 
 
 class Memo:

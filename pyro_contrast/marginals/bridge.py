@@ -391,6 +391,7 @@ class Bridge(nn.Module):
         fused = chain.fusable(left, right) and not _needs_grad(
             *queries,
             candidates,
+            targets,
             bank.log_weights,
             *left[0].parameters(),
             *right.parameters(),

@@ -252,14 +252,47 @@ def fused_partials(
     """
     if not fusable(left, right):
         return None
-    tensors = (*queries, *bank_left, bank_right, candidates)
-    if log_weights is not None:
-        tensors += (log_weights,)
+    tensors = (*queries, *bank_left, bank_right, candidates, targets, log_weights, log_z)
     if torch.jit.is_tracing() or (
         torch.is_grad_enabled()
-        and any(t.requires_grad for t in (*tensors, *left[0].parameters(), *right.parameters()))
+        and any(
+            t is not None and t.requires_grad
+            for t in (*tensors, *left[0].parameters(), *right.parameters())
+        )
     ):
         return None
+    # Nothing needs a graph (checked above); no_grad also keeps the in-place work on the
+    # reused buffers out of any graph, should a dependency have escaped that check.
+    with torch.no_grad():
+        return _fused_partials(
+            bank_left,
+            bank_right,
+            log_weights,
+            left=left,
+            right=right,
+            queries=queries,
+            candidates=candidates,
+            targets=targets,
+            method=method,
+            log_z=log_z,
+            bank_factors=bank_factors,
+        )
+
+
+def _fused_partials(
+    bank_left,
+    bank_right,
+    log_weights,
+    *,
+    left,
+    right,
+    queries,
+    candidates,
+    targets,
+    method,
+    log_z,
+    bank_factors,
+):
     exact = method == "exact"
     if exact and log_z is None and targets is not None:
         log_z = log_normalizer(right, bank_right, targets)
@@ -393,9 +426,13 @@ def bank_factors(left, right, bank_left, bank_right, dtype):
 
 def _hopeless(stream):
     """After the first block: whether so many cells fail the certificate that the fused pass
-    would end in a repair of most of the matrix (spread-out squared-L2 scores). Only speed
-    depends on this guess, never accuracy."""
-    return bool((~stream.certified()).float().mean() > 0.05)
+    would end in a repair of most of the matrix (spread-out squared-L2 scores). Only cells
+    whose row and column have seen a finite term count (a first block of zero-weight items
+    says nothing). Only speed depends on this guess, never accuracy."""
+    rows, cols = stream.live()
+    live = rows & cols
+    count = int(live.sum())
+    return count > 0 and int((~stream.certified() & live).sum()) > 0.05 * count
 
 
 def _repair(out, bad, left, right, query, bank_left, bank_right, candidates, log_weights, shift):

@@ -137,9 +137,11 @@ def scratch(slot, shape, like, dtype=None):
     numel = math.prod(shape)
     dtype = like.dtype if dtype is None else dtype
     buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    key = (slot, like.device, dtype)
+    # Buffers made under inference mode are inference tensors, which ordinary mode may not
+    # write: one set per mode. One drawn into a graph (requires_grad) is never handed out.
+    key = (slot, like.device, dtype, torch.is_inference_mode_enabled())
     buffer = buffers.get(key)
-    if buffer is None or buffer.numel() < numel:
+    if buffer is None or buffer.numel() < numel or buffer.requires_grad:
         buffer = like.new_empty(numel, dtype=dtype)
         if numel <= _SCRATCH_ELEMENTS:
             buffers[key] = buffer

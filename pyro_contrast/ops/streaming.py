@@ -97,6 +97,14 @@ class LogMatMulStream:
             _kernels.rescale_(self._mass, current - grown, self._scale)
         return grown
 
+    def live(self):
+        """``(rows, cols)``: bool masks (N, 1) and (1, K) of the rows and columns that have
+        seen a finite value so far (the others hold only ``-inf`` terms)."""
+        if self._rows is None or self._cols is None:
+            raise ValueError("shift_rows and shift_cols come before live")
+        floor = torch.finfo(self.dtype).min / 4  # where clamp_shift puts -inf maxima
+        return self._rows > floor, self._cols > floor
+
     def exp_(self, block, shift):
         """``exp(block - shift + h)`` (``2^{...}`` in bits), in place; ``shift`` broadcasts."""
         block = block.sub_(shift)

@@ -13,11 +13,11 @@ tests/ops/test_streaming.py (the stream alone): here the running shifts grow blo
 block, temperatures are extreme, weights are ``-inf``, sizes sit on the block boundaries,
 inputs are half precision, and the bridge's caches see in-place edits.
 
-Findings, kept as strict xfails: a target bank that wants a gradient runs the fused pass
-(and leaves the thread's scratch buffer inside an autograd graph); a call under
-``torch.inference_mode()`` leaves inference-tensor scratch buffers behind; the memo misses
+Findings (each test failed before its fix): a target bank that wants a gradient ran the
+fused pass (and left the thread's scratch buffer inside an autograd graph); a call under
+``torch.inference_mode()`` left inference-tensor scratch buffers behind; the memo missed
 parameter-free encoder swaps and ``critic.similarity`` changes; and (speed only) a probe
-block of zero-weight items turns the fused pass down for the whole bank.
+block of zero-weight items turned the fused pass down for the whole bank.
 """
 
 import math
@@ -43,7 +43,7 @@ EPS32 = torch.finfo(torch.float32).eps
 @pytest.fixture(autouse=True)
 def _fresh_scratch_buffers(monkeypatch):
     """Each test gets its own thread-local scratch buffers (a pure speed cache): two of the
-    bugs below leave the thread's buffers unusable, and must not leak into later tests."""
+    bugs fixed below left the thread's buffers unusable; a regression must not leak out."""
     monkeypatch.setattr(_logmatmul_kernels, "_SCRATCH", threading.local())
 
 
@@ -449,11 +449,6 @@ def test_a_chunk_of_only_zero_weights_contributes_nothing(monkeypatch, method):
     torch.testing.assert_close(got, fresh.log_ratio(a, c, method), atol=2e-5, rtol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="speed only: a probe block of zero-weight items (all rows -inf) reads as 'most "
-    "cells fail the certificate', so _hopeless abandons the streamed pass for the whole bank",
-)
 def test_a_zero_weight_probe_block_keeps_the_streamed_pass(monkeypatch):
     gen = torch.Generator().manual_seed(7)
     d = 4
@@ -815,11 +810,6 @@ def test_two_view_bank_edited_in_place(monkeypatch):
     assert all(calls)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bridge's memo keys a critic on its tensors and train flags only: changing "
-    "critic.similarity keeps the cached bank GEMM factors (and normalizers) of the old one",
-)
 @pytest.mark.parametrize("normalizer", ["candidates", "targets"])
 def test_changing_a_critics_similarity_is_not_stale(normalizer):
     gen = torch.Generator().manual_seed(13)
@@ -835,11 +825,6 @@ def test_changing_a_critics_similarity_is_not_stale(normalizer):
     torch.testing.assert_close(bridge.log_ratio(a, c), fresh)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="swapping an encoder for one without parameters (nn.Identity -> nn.Tanh) changes "
-    "no tensor the memo tracks: cached bank factors, normalizers and encoded targets go stale",
-)
 @pytest.mark.parametrize("which", ["left_y", "right_x", "right_y"])
 def test_swapping_a_parameter_free_encoder_is_not_stale(which):
     gen = torch.Generator().manual_seed(14)
@@ -875,21 +860,13 @@ def test_inference_mode_after_ordinary_calls(what):
     torch.testing.assert_close(call(), first)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="the thread's scratch buffers (ops.streaming.scratch / _logmatmul_kernels.scratch) "
-    "are first allocated inside torch.inference_mode(), so they are inference tensors, and "
-    "every later fused pass or logmatmul on the thread writes into them outside inference "
-    "mode: 'Inplace update to inference tensor outside InferenceMode is not allowed'",
-)
 @pytest.mark.parametrize("what", ["bridge", "logmatmul"])
 def test_a_call_under_inference_mode_does_not_break_later_calls(what):
     # (the autouse fixture gives this test fresh buffers, so the bug cannot leak out of it)
     call = _call(what, torch.Generator().manual_seed(25))
     with torch.inference_mode():
         first = call()
-    torch.testing.assert_close(call(), first.clone())  # raises RuntimeError today
+    torch.testing.assert_close(call(), first.clone())
 
 
 # -- 7. duplicated, identical and single items ----------------------------------------------
@@ -951,7 +928,7 @@ def test_gradients_step_aside_with_the_same_values(monkeypatch, similarity, mode
     calls.clear()
     queries = a.clone().requires_grad_(True)
     graph = bridge.log_ratio(queries, c, method)  # learnable temperature and queries
-    assert calls == [False] and graph.requires_grad  # and not offered again
+    assert calls == [] and graph.requires_grad  # the bridge does not offer it under grad
     torch.testing.assert_close(graph.detach(), fused, atol=2e-5, rtol=1e-6)
     # and the gradient is the float64 truth's
     graph.sum().backward()
@@ -976,7 +953,7 @@ def test_gradients_of_other_inputs_step_aside_too(monkeypatch, wants):
     calls = _spy(monkeypatch)
     bridge = _bridge(ab, bc, inputs["bank"], targets=inputs["targets"], chunk_size=300)
     graph = bridge.log_ratio(a, inputs["candidates"])
-    assert calls == [False] and graph.requires_grad
+    assert calls == [] and graph.requires_grad  # not offered when a gradient is needed
     torch.testing.assert_close(graph.detach(), fused, atol=2e-5, rtol=1e-6)
     _assert_gradient_is_the_truths(graph, leaf, ab, bc, a, inputs, wants)
 
@@ -991,16 +968,6 @@ def _assert_gradient_is_the_truths(graph, leaf, ab, bc, a, inputs, wants):
     torch.testing.assert_close(grad.double(), grad64, atol=2e-4, rtol=1e-4)
 
 
-_GRAD_TARGETS_REASON = (
-    "fused_partials checks requires_grad on the queries, bank, candidates, weights and "
-    "critics but not on the target bank (nor log_z): with target_bank.requires_grad it "
-    "runs, f.sub_(log_z) pulls the scratch buffer into the graph, and the next block's "
-    "torch.mm(out=scratch) raises (several blocks) or backward raises 'modified by an "
-    "inplace operation' (one block)"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=_GRAD_TARGETS_REASON)
 @pytest.mark.parametrize("m", [200, 800])  # one block, several blocks
 def test_a_target_bank_that_wants_a_gradient(m):
     gen = torch.Generator().manual_seed(27)
@@ -1014,14 +981,6 @@ def test_a_target_bank_that_wants_a_gradient(m):
     _assert_gradient_is_the_truths(graph, leaf, ab, bc, a, inputs, "targets")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="after the call above, the thread's 'bridge-left' scratch buffer requires grad "
-    "(it was written in place from log_z's graph): every later fused pass of that size "
-    "with grad mode on -- a fresh bridge, nothing requiring grad -- raises RuntimeError "
-    "'mm(): functions with out=... arguments don't support automatic differentiation'",
-)
 def test_a_target_bank_that_wants_a_gradient_leaves_later_calls_intact():
     gen = torch.Generator().manual_seed(28)
     d = 4
@@ -1031,5 +990,5 @@ def test_a_target_bank_that_wants_a_gradient_leaves_later_calls_intact():
         _bridge(ab, bc, bank, targets=t.clone().requires_grad_(True)).log_ratio(a, c)
     except RuntimeError:
         pass  # test_a_target_bank_that_wants_a_gradient
-    got = _bridge(ab, bc, bank.clone(), targets=t).log_ratio(a, c)  # raises today
+    got = _bridge(ab, bc, bank.clone(), targets=t).log_ratio(a, c)
     _assert_matches(got, _truth(ab, bc, a, bank, c, targets=t), atol=2e-4, rtol=1e-6)
