@@ -71,6 +71,7 @@ MUTATIONS = [
     "bank_replaced",
     "weights_in_place",
     "encoder_in_place",
+    "encoder_swapped",
     "temperature_in_place",
     "target_in_place",
     "target_replaced",
@@ -94,6 +95,11 @@ def _mutate(bridge, name, generator):
             bank.log_weights.add_(_randn(generator, len(bank)))
         elif name == "encoder_in_place":
             critic_bc.encoder_x.weight.add_(_randn(generator, DIM, DIM))
+        elif name == "encoder_swapped":  # another function, the same tensors and module count
+            squash = critic_bc.encoder_y[1]
+            critic_bc.encoder_y[1] = (
+                torch.nn.Softsign() if isinstance(squash, torch.nn.Tanh) else torch.nn.Tanh()
+            )
         elif name == "temperature_in_place":
             critic_bc.log_temperature.add_(0.3)
         elif name == "target_in_place":
@@ -124,6 +130,7 @@ def test_bridge_equals_a_fresh_bridge_after_any_mutation(seed, similarity, mutat
     )
     # the analytic method needs a shared B representation: one encoder for both critics
     bc.encoder_x = ab.encoder_y
+    bc.encoder_y = torch.nn.Sequential(bc.encoder_y, torch.nn.Tanh())  # see "encoder_swapped"
     a, c = _randn(generator, 4, DIM), _randn(generator, 5, DIM)
     _answers(bridge, a, c)  # fill every cache
     if similarity == "cosine":  # its closed form is the sphere's, not the Gaussian's
