@@ -464,8 +464,8 @@ class Bridge(nn.Module):
         # second call encodes nothing (with learned encoders, most of a call's time). Only
         # for in-memory banks of modest size: the factors are a copy of the bank per critic,
         # and a learned encoder's output one more.
-        left, right = self._hops[0][0], self._hops[1][0]
-        encoders = (left.encoder_y, right.encoder_x)
+        left, right = self._hops[0], self._hops[1][0]  # a hub has several left critics
+        encoders = (*(critic.encoder_y for critic in left), right.encoder_x)
         copies = 2 + sum(not isinstance(e, nn.Identity) for e in encoders)
         if bank.kind != "tensor" or copies * bank.view(0).numel() > _MAX_FACTOR_ELEMENTS:
             return None
@@ -478,7 +478,7 @@ class Bridge(nn.Module):
         return self._cached(
             "bank_factors",
             store,
-            critics=(left, right),
+            critics=(*left, right),
             tensors=views,
             objects=(bank,),
             settings=(self.chunk_size, dtype),

@@ -393,3 +393,26 @@ def test_training_mode_dropout_and_batch_norm_are_never_reused(layer):
         ab.rows = 0
         assert_close(bridge.log_ratio(a, c), first, atol=0, rtol=0)
         assert ab.rows == 3  # repeatable in eval mode: the bank's encoding is reused
+
+
+@pytest.mark.parametrize("edit", ["in_place", "swapped"])
+def test_a_hubs_second_critic_is_part_of_the_cache_key(edit):
+    # the bank's cached encodings hold one per left critic: an edit of the second one's
+    # encoder (not the first's) must be seen
+    generator = torch.Generator().manual_seed(8)
+    f1, f2, bc = _critic("dot", 1), _critic("dot", 2), _critic("dot", 3)
+    bank = pc.Bank(_randn(generator, 40, DIM))
+    bridge = pc.Bridge([(f1, f2), bc], [bank], target_bank=_randn(generator, 30, DIM))
+    a = (_randn(generator, 3, DIM), _randn(generator, 3, DIM))
+    c = _randn(generator, 5, DIM)
+    before = _answers(bridge, a, c)
+    with torch.no_grad():
+        if edit == "in_place":
+            f2.encoder_y.weight.mul_(-1.0)
+        else:
+            f2.encoder_y = torch.nn.Sequential(f2.encoder_y, torch.nn.Tanh())
+    after, fresh = _answers(bridge, a, c), _answers(_fresh(bridge), a, c)
+    for method, value in fresh.items():
+        assert_close(after[method], value, atol=1e-10, rtol=1e-10)
+    for method in ("exact", "lse"):  # the shortcut does not see the bank's encoder
+        assert not torch.allclose(before[method], fresh[method])
