@@ -83,12 +83,14 @@ class Bridge(nn.Module):
     A bridge is a ``torch.nn.Module``: its critics are submodules and its banks (and
     ``target_bank``) buffers, so it moves with ``.to()``, saves with ``state_dict`` and
     registers with ``pyro.module``. What it derives from them (the encoded target bank, the
-    C normalizer of each bank chunk, the bank's GEMM factors, a fitted marginal) is reused
-    only while every tensor it
-    came from is unchanged (same object, same version) and the settings are the same, and
-    never while gradients may be needed, so an answer always equals a freshly built
-    bridge's. ``exact`` warns (:class:`SmallNormalizerWarning`) when the C normalizer is
-    estimated from fewer than ``MIN_NORMALIZER_ITEMS`` items: pass ``target_bank``.
+    bank as the critics encode it and its GEMM factors, the C normalizer of each bank chunk,
+    a fitted marginal) is reused only while every tensor it came from is unchanged (same
+    object, same version), the critics hold the same submodules and similarity, and the
+    settings are the same; never while gradients may be needed, nor through dropout or
+    batch norm in training mode. So an answer always equals a freshly built bridge's, and a
+    second call runs learned encoders on the queries and candidates only. ``exact`` warns
+    (:class:`SmallNormalizerWarning`) when the C normalizer is estimated from fewer than
+    ``MIN_NORMALIZER_ITEMS`` items: pass ``target_bank``.
 
     Speed: a chain A – B – C with the library's own critics and no gradient wanted is computed
     in one streamed pass over the bank: blocks of scores go through their normalizer and
