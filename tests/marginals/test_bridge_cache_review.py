@@ -45,6 +45,7 @@ Findings (strict xfails below, fixes checked by monkeypatching in a scratch scri
 
 import copy
 import io
+import sys
 import threading
 
 import numpy as np
@@ -397,7 +398,7 @@ def test_svi_steps_with_interleaved_no_grad_calls():
 
 
 def test_threads_with_different_queries_and_modes():
-    bridge, _, c = _simple_bridge(m=90, chunk_size=25)
+    bridge, _, c = _simple_bridge(m=200, chunk_size=20)
     generator = torch.Generator().manual_seed(3)
     queries = [_randn(generator, 3, DIM) for _ in range(6)]
     fresh = _fresh(bridge)
@@ -415,10 +416,15 @@ def test_threads_with_different_queries_and_modes():
             errors.append(error)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: inside the chunk loop too
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert not errors
     for (i, _, method), value in results.items():
         assert_close(value, expected[i][method], atol=1e-10, rtol=1e-10)
