@@ -9,8 +9,9 @@ the queries, ``enable_grad`` inside ``no_grad``) with edits (encoders in place o
 a hub's second critic, temperature steps, freezing and unfreezing, ``load_state_dict``, a
 new bank over the same tensor, a view edited through its base, log weights in place, chunk
 sizes that do not divide the bank) on plain chains, hubs and multi-view banks; SVI through
-``pyro.module``; threads; NumPy, memmap and plain-function inputs (never cached); encoders
-whose buffers change on every call; the size cap.
+``pyro.module``; threads in no_grad, inference and grad modes; inference mode
+interleaved with parameter gradients; NumPy, memmap and plain-function inputs (never
+cached); encoders whose buffers change on every call; the size cap.
 
 Findings (strict xfails below, fixes checked by monkeypatching in a scratch script):
 
@@ -654,3 +655,21 @@ def test_a_forward_hook_registered_after_a_call():
     _answers(bridge, a, c)
     bridge.hops[0][0].encoder_y.register_forward_hook(lambda module, inputs, output: 2 * output)
     _assert_same_answers(bridge, a, c)
+
+
+def test_inference_mode_interleaved_with_parameter_gradients():
+    # learned critics: a gradient call never reuses what inference mode stored
+    bridge, a, c = _simple_bridge(similarity="dot", grad=True)
+    for _ in range(2):
+        with torch.inference_mode():
+            inside = {m: bridge.log_ratio(a, c, m) for m in METHODS}
+        _assert_same_param_grads(bridge, a, c)
+        with torch.no_grad():
+            bridge.hops[1][0].encoder_x[0].weight.mul_(0.9)
+        expected = _answers(_fresh(bridge), a, c)
+        for method, value in _answers(bridge, a, c).items():
+            assert_close(value, expected[method], atol=1e-10, rtol=1e-10)
+        with torch.inference_mode():
+            for method in METHODS:
+                assert_close(bridge.log_ratio(a, c, method), expected[method], atol=1e-10)
+                assert not torch.allclose(inside[method], expected[method])
