@@ -12,13 +12,13 @@ from pyro_contrast._validation import as_float_tensor, check_finite
 from pyro_contrast.critics import Critic
 from pyro_contrast.distributions.bridged_conditional import BridgedConditional
 from pyro_contrast.marginals import chain
-from pyro_contrast.marginals._memo import Memo, Untrackable, module_state
+from pyro_contrast.marginals._memo import CappedStore, Memo, Untrackable, module_state
 from pyro_contrast.marginals.analytic import analytic_log_ratio, bank_marginals
 from pyro_contrast.marginals.bank import DEFAULT_CHUNK_SIZE, Bank
 from pyro_contrast.marginals.shortcut import direct_log_ratio
 
-# Banks whose encodings and GEMM factors (two copies, one per critic, and one per learned
-# encoder) stay under this many elements keep them between calls (256 MB in float32).
+# A bridge keeps the bank's encodings and GEMM factors between calls up to this many elements
+# beyond the bank itself (256 MB in float32).
 _MAX_FACTOR_ELEMENTS = 2**26
 METHODS = ("exact", "lse", "direct", "analytic")
 
@@ -190,7 +190,8 @@ class Bridge(nn.Module):
         return f"num_banks={len(self.banks)}, target_bank={self.target_bank is not None}"
 
     def clear_cache(self):
-        """Drop every derived value (only needed after writes through ``tensor.data``)."""
+        """Drop every derived value: needed only after writes the version counters do not
+        see (through ``tensor.data``, or a NumPy array sharing a tensor's memory)."""
         self._memo.clear()
 
     def forward(self, a, c, method="exact"):
@@ -395,7 +396,7 @@ class Bridge(nn.Module):
             candidates,
             targets,
             bank.log_weights,
-            *left[0].parameters(),
+            *(p for critic in left for p in critic.parameters()),
             *right.parameters(),
             *(bank.view(j) for j in range(bank.num_views) if bank.kind == "tensor"),
         )
@@ -403,19 +404,20 @@ class Bridge(nn.Module):
         for start, chunk in zip(range(0, 2**62, chunk_size), chunks, strict=False):
             *views, log_weights = chunk
             key = (start, views[0].shape[0])
-            if store is not None and key in store:
+            entry = None if store is None else store.get(key)
+            if entry is not None:
                 # encoded by an earlier call, and nothing the encoding depends on changed
-                bank_left, bank_right, bank_factors = store[key]
+                bank_left, bank_right, bank_factors = entry
             else:
                 # Each chunk is encoded once: its normalizer and partials share the encoding.
                 bank_left, bank_right = chain.encode_chunk(left, right, views)
                 bank_factors = None
             if store is not None and fused and bank_factors is None:
-                bank_factors = chain.bank_factors(
-                    left, right, bank_left, bank_right, store["dtype"]
-                )
+                # in the dtype the streamed pass scores in (the encoders may widen it)
+                dtype = chain.score_dtype(queries[0], bank_left[0])
+                bank_factors = chain.bank_factors(left, right, bank_left, bank_right, dtype)
             if store is not None:
-                store[key] = (bank_left, bank_right, bank_factors)
+                store.put(key, (bank_left, bank_right, bank_factors), views)
             log_z = None
             if normalizers is not None:
                 if key not in normalizers:
@@ -464,27 +466,25 @@ class Bridge(nn.Module):
         # times a bilinear weight), depend on the critics and the bank, not on the queries:
         # kept per chunk, keyed on the critics' state, the bank's views and the dtype, so a
         # second call encodes nothing (with learned encoders, most of a call's time). Only
-        # for in-memory banks of modest size: the factors are a copy of the bank per critic,
-        # and a learned encoder's output one more.
-        left, right = self._hops[0], self._hops[1][0]  # a hub has several left critics
-        encoders = (*(critic.encoder_y for critic in left), right.encoder_x)
-        copies = 2 + sum(not isinstance(e, nn.Identity) for e in encoders)
-        if bank.kind != "tensor" or copies * bank.view(0).numel() > _MAX_FACTOR_ELEMENTS:
+        # for in-memory banks, up to _MAX_FACTOR_ELEMENTS, and only where the memo keeps it:
+        # a store made for one call would hold every chunk's encodings to no purpose.
+        if bank.kind != "tensor":
             return None
-        dtype = chain.score_dtype(query, candidates, bank.view(0))
-
-        def store():
-            return {"dtype": dtype}
-
+        left, right = self._hops[0], self._hops[1][0]  # a hub has several left critics
         views = tuple(bank.view(j) for j in range(bank.num_views))
-        return self._cached(
+        store = self._cached(
             "bank_factors",
-            store,
+            lambda: CappedStore(_MAX_FACTOR_ELEMENTS),
             critics=(*left, right),
             tensors=views,
             objects=(bank,),
-            settings=(self.chunk_size, dtype),
+            settings=(
+                self.chunk_size,
+                chain.score_dtype(query, candidates, views[0]),
+                _MAX_FACTOR_ELEMENTS,
+            ),
         )
+        return store if self._memo.holds("bank_factors", store) and not store.full else None
 
     def _analytic(self, a, c):
         if len(self._hops) != 2 or len(self._hops[0]) != 1:

@@ -274,7 +274,9 @@ def test_target_normalizer_cache_is_reused_and_invalidated():
     bridge = pc.Bridge([ab, bc], [bank], target_bank=target, chunk_size=7)
     with torch.no_grad():
         first = bridge.log_ratio(a, c)
-        assert len(bridge._memo._entries["normalizers"][-1]) == 5  # one entry per bank chunk
+        assert (
+            len(bridge._memo._entries[("normalizers", False)][-1]) == 5
+        )  # one entry per bank chunk
         assert_close(bridge.log_ratio(a, c), first)
     # An optimizer step changes the B-C critic in place: the cache must not be reused.
     optimizer = torch.optim.SGD(bc.parameters(), lr=0.5)
