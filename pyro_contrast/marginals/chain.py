@@ -11,6 +11,7 @@ References:
    Alignment of Unpaired Modalities* (Lemma 1; the LogSumExp estimator).
 """
 
+import functools
 import math
 
 import torch
@@ -212,6 +213,36 @@ def long_chain_log_ratio(hops, queries, encoded_banks, candidates, targets, meth
     return logmatmul(alpha, scores) - log_total
 
 
+def _without_gradients(fused):
+    """``fused`` under ``no_grad``, or None where it does not apply: other critics, tracing,
+    or a gradient that may be needed (then the caller's two-pass path keeps the graph).
+    ``no_grad`` also keeps the in-place work on reused buffers out of any graph, should a
+    dependency escape the check."""
+
+    @functools.wraps(fused)
+    def run(bank_left, bank_right, log_weights, **kwargs):
+        left, right = kwargs["left"], kwargs["right"]
+        if not fusable(left, right) or torch.jit.is_tracing():
+            return None
+        inputs = (
+            *kwargs["queries"],
+            *bank_left,
+            bank_right,
+            kwargs["candidates"],
+            kwargs.get("targets"),
+            kwargs.get("log_z"),
+            log_weights,
+            *(p for critic in (*left, right) for p in critic.parameters()),
+        )
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+            return None
+        with torch.no_grad():
+            return fused(bank_left, bank_right, log_weights, **kwargs)
+
+    return run
+
+
+@_without_gradients
 def fused_partials(
     bank_left,
     bank_right,
@@ -250,49 +281,6 @@ def fused_partials(
     their recomputation raises the scores' usual error; one that overflows to ``-inf`` is a
     term of relative weight below ``exp(-1e38)``, which the sum drops as it should.
     """
-    if not fusable(left, right):
-        return None
-    tensors = (*queries, *bank_left, bank_right, candidates, targets, log_weights, log_z)
-    if torch.jit.is_tracing() or (
-        torch.is_grad_enabled()
-        and any(
-            t is not None and t.requires_grad
-            for t in (*tensors, *left[0].parameters(), *right.parameters())
-        )
-    ):
-        return None
-    # Nothing needs a graph (checked above); no_grad also keeps the in-place work on the
-    # reused buffers out of any graph, should a dependency have escaped that check.
-    with torch.no_grad():
-        return _fused_partials(
-            bank_left,
-            bank_right,
-            log_weights,
-            left=left,
-            right=right,
-            queries=queries,
-            candidates=candidates,
-            targets=targets,
-            method=method,
-            log_z=log_z,
-            bank_factors=bank_factors,
-        )
-
-
-def _fused_partials(
-    bank_left,
-    bank_right,
-    log_weights,
-    *,
-    left,
-    right,
-    queries,
-    candidates,
-    targets,
-    method,
-    log_z,
-    bank_factors,
-):
     exact = method == "exact"
     if exact and log_z is None and targets is not None:
         log_z = log_normalizer(right, bank_right, targets)
