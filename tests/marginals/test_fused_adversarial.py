@@ -1,4 +1,4 @@
-"""Adversarial review of the bridge's streamed pass (chain.fused_partials, RunningPass).
+"""Adversarial review of the bridge's streamed pass (chain.fused_partials, LogMatMulStream).
 
 Every answer is compared with an independent float64 brute force built from plain torch
 (broadcast logsumexp over the N x M x K cube), never with library internals:
