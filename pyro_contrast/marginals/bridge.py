@@ -12,6 +12,7 @@ from pyro_contrast._validation import as_float_tensor, check_finite
 from pyro_contrast.critics import Critic
 from pyro_contrast.distributions.bridged_conditional import BridgedConditional
 from pyro_contrast.marginals import chain
+from pyro_contrast.marginals._inputs import encode_candidates, encode_queries
 from pyro_contrast.marginals._memo import CappedStore, Memo, Untrackable, module_state
 from pyro_contrast.marginals.analytic import analytic_log_ratio, bank_marginals
 from pyro_contrast.marginals.bank import DEFAULT_CHUNK_SIZE, Bank
@@ -202,8 +203,8 @@ class Bridge(nn.Module):
         r"""Estimates of :math:`\log p(c_k \mid a_n) - \log p(c_k)` for all pairs, (N, K)."""
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        queries = self._encode_queries(a)
-        candidates = self._encode_candidates(c)
+        queries = encode_queries(self._hops[0], a)
+        candidates = encode_candidates(self._hops[-1][0], c)
         if method == "direct":
             return direct_log_ratio(self._hops, queries, candidates, self.direct_temperature)
         if method == "analytic":
@@ -237,8 +238,8 @@ class Bridge(nn.Module):
         r"""Posterior :math:`p(b_m \mid a_n, c_n)` over bank ``bank_index`` for aligned pairs,
         (N, M). The C normalizer is over the rows of ``c`` (or ``target_bank``)."""
         bank_index = self._check_bank_index(bank_index, "bank_index")
-        queries = self._encode_queries(a)
-        targets_c = self._encode_candidates(c)
+        queries = encode_queries(self._hops[0], a)
+        targets_c = encode_candidates(self._hops[-1][0], c)
         if targets_c.shape[0] != queries[0].shape[0]:
             raise ValueError(
                 f"explain needs aligned pairs: a has {queries[0].shape[0]} rows, c has "
@@ -284,38 +285,6 @@ class Bridge(nn.Module):
                 SmallNormalizerWarning,
                 stacklevel=3,
             )
-
-    def _encode_queries(self, a):
-        left = self._hops[0]
-        if len(left) > 1:
-            if not isinstance(a, (list, tuple)) or len(a) != len(left):
-                raise ValueError(
-                    f"this bridge fuses {len(left)} modalities: pass a tuple of "
-                    f"{len(left)} query tensors"
-                )
-        else:
-            a = (a,)
-        encoded = []
-        for j, (critic, x) in enumerate(zip(left, a, strict=True)):
-            u = critic.encode_x(x)
-            if u.dim() != 2 or u.shape[0] == 0:
-                raise ValueError(
-                    f"a[{j}] must be a non-empty batch of queries, encoded to "
-                    f"(N, d); got {tuple(u.shape)}"
-                )
-            encoded.append(u)
-        if len({u.shape[0] for u in encoded}) > 1:
-            raise ValueError("fused query tensors have different numbers of rows")
-        return encoded
-
-    def _encode_candidates(self, c):
-        v = self._hops[-1][0].encode_y(c)
-        if v.dim() != 2 or v.shape[0] == 0:
-            raise ValueError(
-                f"c must be a non-empty batch of candidates, encoded to (K, d); "
-                f"got {tuple(v.shape)}"
-            )
-        return v
 
     def _encode_bank(self, index):
         views = self.banks[index].materialize()

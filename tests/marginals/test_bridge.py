@@ -167,6 +167,8 @@ def test_fusion_hub():
     assert_close(bridge.log_ratio((a1, a2), c), expected, atol=1e-10)
     with pytest.raises(ValueError, match="fuses 2 modalities"):
         bridge.log_ratio(a1, c)
+    with pytest.raises(ValueError, match="fused query tensors have different numbers of rows"):
+        bridge.log_ratio((a1, a2[:1]), c)
 
 
 def test_target_bank_normalizer_and_direct():
