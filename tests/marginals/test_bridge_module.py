@@ -18,7 +18,7 @@ from pyro.optim import Adam
 
 import pyro_contrast as pc
 from pyro_contrast.marginals.bridge import MIN_NORMALIZER_ITEMS, SmallNormalizerWarning
-from tests.common import assert_close
+from tests.common import assert_close, fresh_bridge
 
 # These tests normalize C over a handful of candidates on purpose (small, exact cases);
 # elsewhere the SmallNormalizerWarning stays an error, so an unintended small normalizer shows.
@@ -45,17 +45,6 @@ def _critic(similarity, seed, temperature=0.7, learn_temperature=False):
 
 def _randn(generator, *shape):
     return torch.randn(*shape, generator=generator, dtype=F64)
-
-
-def _fresh(bridge):
-    """A bridge built anew from the current state of ``bridge``'s parts."""
-    return pc.Bridge(
-        bridge.critics,
-        [pc.Bank(views=b.materialize(), log_weights=b.log_weights) for b in bridge.banks],
-        target_bank=bridge.target_bank,
-        marginal=bridge.marginal,
-        chunk_size=bridge.chunk_size,
-    )
 
 
 def _answers(bridge, a, c):
@@ -137,7 +126,7 @@ def test_bridge_equals_a_fresh_bridge_after_any_mutation(seed, similarity, mutat
         mutations = [name for name in mutations if name != "marginal"]
     for name in mutations:
         _mutate(bridge, name, generator)
-        cached, fresh = _answers(bridge, a, c), _answers(_fresh(bridge), a, c)
+        cached, fresh = _answers(bridge, a, c), _answers(fresh_bridge(bridge), a, c)
         for method, value in fresh.items():
             assert_close(cached[method], value, atol=1e-10, rtol=1e-10)
 
@@ -260,7 +249,7 @@ def test_analytic_follows_an_encoder_change():
         encoder.weight.mul_(2.0)
         assert_close(
             bridge.log_ratio(a, c, "analytic"),
-            _fresh(bridge).log_ratio(a, c, "analytic"),
+            fresh_bridge(bridge).log_ratio(a, c, "analytic"),
             atol=1e-10,
             rtol=1e-10,
         )
@@ -369,7 +358,7 @@ def test_a_second_call_encodes_only_the_queries_and_candidates(method, grad):
     with torch.no_grad():
         ab.encoder_y[0].weight.mul_(0.5)  # an in-place edit: the encodings are redone
     ab.rows = 0
-    assert_close(bridge.log_ratio(a, c, method), _fresh(bridge).log_ratio(a, c, method))
+    assert_close(bridge.log_ratio(a, c, method), fresh_bridge(bridge).log_ratio(a, c, method))
     assert ab.rows >= 300
     if grad:  # the queries' gradient flows through the cached bank encodings
         bridge.log_ratio(a, c, method).sum().backward()
@@ -411,7 +400,7 @@ def test_a_hubs_second_critic_is_part_of_the_cache_key(edit):
             f2.encoder_y.weight.mul_(-1.0)
         else:
             f2.encoder_y = torch.nn.Sequential(f2.encoder_y, torch.nn.Tanh())
-    after, fresh = _answers(bridge, a, c), _answers(_fresh(bridge), a, c)
+    after, fresh = _answers(bridge, a, c), _answers(fresh_bridge(bridge), a, c)
     for method, value in fresh.items():
         assert_close(after[method], value, atol=1e-10, rtol=1e-10)
     for method in ("exact", "lse"):  # the shortcut does not see the bank's encoder

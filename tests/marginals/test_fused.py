@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import pyro_contrast as pc
 from pyro_contrast.marginals import chain
+from tests.common import spy_fused
 
 SIMILARITIES = ["dot", "cosine", "neg_sq_l2", "neg_l2", "bilinear"]
 
@@ -85,26 +86,13 @@ def test_equals_the_two_pass_path(
         torch.testing.assert_close(got, want, atol=tol, rtol=tol)
 
 
-def _spy(monkeypatch):
-    calls = []
-    fused = chain.fused_partials
-
-    def spy(*args, **kwargs):
-        out = fused(*args, **kwargs)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(chain, "fused_partials", spy)
-    return calls
-
-
 @pytest.mark.parametrize("similarity", SIMILARITIES)
 @pytest.mark.parametrize("method", ["exact", "lse"])
 def test_bridge_takes_it_and_matches_float64(monkeypatch, similarity, method):
     torch.manual_seed(1)
     left, right = _critic(similarity, 8), _critic(similarity, 8, 0.3)
     a, b, c = torch.randn(40, 8), torch.randn(3000, 8), torch.randn(300, 8)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     got = pc.Bridge([left, right], [pc.Bank(b)], progress=False).log_ratio(a, c, method=method)
     assert calls == [True]
     want = pc.Bridge([left.double(), right.double()], [pc.Bank(b.double())], progress=False)
@@ -121,7 +109,7 @@ def test_repairs_cells_the_fast_path_cannot_certify(monkeypatch, normalizer):
     critics = [_critic("neg_sq_l2", 6, 1.0) for _ in range(2)]
     a, b, c = 10 * torch.randn(30, 6), 10 * torch.randn(2000, 6), 10 * torch.randn(300, 6)
     t = 10 * torch.randn(300, 6) if normalizer == "targets" else None
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     bridge = pc.Bridge(critics, [pc.Bank(b)], target_bank=t, progress=False)
     got = bridge.log_ratio(a, c)
     assert calls == [True]
@@ -137,7 +125,7 @@ def test_gives_way_when_most_cells_would_fail(monkeypatch):
     torch.manual_seed(3)
     critics = [_critic("neg_sq_l2", 6, 1.0) for _ in range(2)]
     a, b, c = 10 * torch.randn(30, 6), 10 * torch.randn(9000, 6), 10 * torch.randn(300, 6)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     got = pc.Bridge(critics, [pc.Bank(b)], progress=False).log_ratio(a, c)
     assert calls == [False]  # the first block predicted a repair of most of the matrix
     crit64 = [x.double() for x in critics]
@@ -194,7 +182,7 @@ def test_cuda_matches_cpu(monkeypatch, method):
     critics = [_critic("cosine", 16, 0.07) for _ in range(2)]
     a, b, c = torch.randn(64, 16), torch.randn(20000, 16), torch.randn(300, 16)
     want = pc.Bridge(critics, [pc.Bank(b)], progress=False).log_ratio(a, c, method=method)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     bridge = pc.Bridge(critics, [pc.Bank(b)], progress=False).to("cuda")
     got = bridge.log_ratio(a.cuda(), c.cuda(), method=method)
     assert calls and all(calls)

@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 import pyro_contrast as pc
 from pyro_contrast.marginals import chain
 from pyro_contrast.ops import _logmatmul_kernels, logmatmul
+from tests.common import spy_fused
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::pyro_contrast.marginals.bridge.SmallNormalizerWarning"
@@ -38,6 +39,10 @@ pytestmark = pytest.mark.filterwarnings(
 
 F64 = torch.float64
 EPS32 = torch.finfo(torch.float32).eps
+
+
+# "lse" has no C normalizer: the pairs of method and normalizer source that exist
+METHOD_NORMALIZERS = [("exact", "candidates"), ("exact", "targets"), ("lse", "candidates")]
 
 
 @pytest.fixture(autouse=True)
@@ -153,20 +158,6 @@ def _critic(
     return critic.to(dtype)
 
 
-def _spy(monkeypatch):
-    """Record, per bank chunk, whether the streamed pass ran (True) or stepped aside."""
-    calls = []
-    fused = chain.fused_partials
-
-    def spy(*args, **kwargs):
-        out = fused(*args, **kwargs)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(chain, "fused_partials", spy)
-    return calls
-
-
 def _bridge(ab, bc, bank, *, log_w=None, targets=None, chunk_size=None):
     return pc.Bridge(
         [ab, bc],
@@ -238,7 +229,7 @@ def test_growing_scores_rescale_the_running_shifts(
         patch.setattr(chain, "_FUSED_ELEMENTS", elements)
         patch.setattr(chain, "_MIN_FUSED_BLOCK", 8)
         patch.setattr(chain, "_hopeless", lambda stream: False)
-        calls = _spy(patch)
+        calls = spy_fused(patch)
         got = _bridge(ab, bc, bank, log_w=log_w, targets=targets).log_ratio(a, c, method)
     assert calls == [True]
     assert got.dtype == dtype
@@ -246,14 +237,11 @@ def test_growing_scores_rescale_the_running_shifts(
     _assert_matches(got, want, atol=atol, rtol=rtol)
 
 
-@pytest.mark.parametrize("method", ["exact", "lse"])
-@pytest.mark.parametrize("normalizer", ["candidates", "targets"])
+@pytest.mark.parametrize(("method", "normalizer"), METHOD_NORMALIZERS)
 def test_growing_dot_scores_with_the_real_block_sizes(monkeypatch, method, normalizer):
     # K = 2048 candidates: blocks of 2**20 // 2048 = 512 items after a probe of 256; the bank
     # is sorted by increasing norm, so the probe's maxima lie ~100 nats below the last block's
     # (the probe's mass is rescaled to nothing, past the float32 range)
-    if method == "lse" and normalizer == "targets":
-        pytest.skip("lse has no C normalizer")
     gen = torch.Generator().manual_seed(11)
     d, m = 8, 2300
     a, c = torch.randn(6, d, generator=gen), torch.randn(2048, d, generator=gen)
@@ -261,7 +249,7 @@ def test_growing_dot_scores_with_the_real_block_sizes(monkeypatch, method, norma
     bank = bank / bank.norm(dim=-1, keepdim=True) * torch.linspace(0.05, 30, m).unsqueeze(-1)
     targets = torch.randn(400, d, generator=gen) if normalizer == "targets" else None
     ab, bc = _critic("dot", 0.7, d), _critic("dot", 0.9, d)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     got = _bridge(ab, bc, bank, targets=targets).log_ratio(a, c, method)
     assert calls == [True]
     scores = _similarity(ab, a, bank)
@@ -290,7 +278,7 @@ def test_hundreds_of_rescales_stay_within_the_contract(monkeypatch, similarity, 
         bank = (a.mean(0) + c.mean(0)) / 2 + 8 * (1 - t) * toward
     bank = bank + 0.01 * torch.randn(m, d, generator=gen)
     ab, bc = _critic(similarity, 0.5, d), _critic(similarity, 0.5, d)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     got = _bridge(ab, bc, bank).log_ratio(a, c, method)
     assert calls == [True]
     _assert_matches(got, _truth(ab, bc, a, bank, c, method=method), atol=2e-4, rtol=1e-6)
@@ -315,7 +303,7 @@ def test_falling_scores_underflow_the_row_normalizer(monkeypatch, dtype, mode):
     targets = torch.randn(100, d, generator=gen, dtype=dtype) if mode == "targets" else None
     method = "lse" if mode == "lse" else "exact"
     ab, bc = _critic("dot", 0.5, d, dtype=dtype), _critic("dot", 0.5, d, dtype=dtype)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     got = _bridge(ab, bc, bank, targets=targets).log_ratio(a, c, method)
     assert calls == [True]
     want = _truth(ab, bc, a, bank, c, targets=targets, method=method)
@@ -338,7 +326,7 @@ def test_extreme_temperatures(monkeypatch, similarity, temperature, method, forc
     d = 6
     a, bank, c = (torch.randn(s, d, generator=gen) for s in (7, 700, 9))
     ab, bc = _critic(similarity, temperature, d), _critic(similarity, temperature, d)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     got = _bridge(ab, bc, bank).log_ratio(a, c, method)
     assert calls == [True] or (calls == [False] and not force)
     assert bool(torch.isfinite(got).all())
@@ -347,20 +335,17 @@ def test_extreme_temperatures(monkeypatch, similarity, temperature, method, forc
     _assert_matches(got, want, atol=atol, rtol=rtol)
 
 
-@pytest.mark.parametrize("normalizer", ["candidates", "targets"])
-@pytest.mark.parametrize("method", ["exact", "lse"])
+@pytest.mark.parametrize(("method", "normalizer"), METHOD_NORMALIZERS)
 def test_float64_scores_spanning_thousands_of_nats(monkeypatch, normalizer, method):
     # spread-out squared-L2 scores (spans of several thousand nats, beyond even float64's
     # ~1,000-nat fast path): certified cells exact, the rest repaired, all to 1e-9
-    if method == "lse" and normalizer == "targets":
-        pytest.skip("lse has no C normalizer")
     monkeypatch.setattr(chain, "_hopeless", lambda stream: False)
     gen = torch.Generator().manual_seed(4)
     d = 4
     a, bank, c = (12 * torch.randn(s, d, generator=gen, dtype=F64) for s in (9, 900, 11))
     targets = 12 * torch.randn(60, d, generator=gen, dtype=F64) if normalizer == "targets" else None
     ab, bc = _critic("neg_sq_l2", 1.0, d, dtype=F64), _critic("neg_sq_l2", 0.5, d, dtype=F64)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     got = _bridge(ab, bc, bank, targets=targets).log_ratio(a, c, method)
     assert calls == [True]
     want = _truth(ab, bc, a, bank, c, targets=targets, method=method)
@@ -420,7 +405,7 @@ def test_minus_inf_and_very_unequal_log_weights(
     targets = torch.randn(30, d, generator=gen) if normalizer == "targets" else None
     log_w = _weights(pattern, m, 256, gen)
     ab, bc = _critic("dot", 0.5, d), _critic("cosine", 0.2, d)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     got = _bridge(ab, bc, bank, log_w=log_w, targets=targets, chunk_size=chunk_size).log_ratio(
         a, c, method
     )
@@ -439,7 +424,7 @@ def test_a_chunk_of_only_zero_weights_contributes_nothing(monkeypatch, method):
     log_w = torch.randn(300, generator=gen)
     log_w[100:200] = -math.inf
     ab, bc = _critic("dot", 0.5, d), _critic("dot", 0.5, d)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     got = _bridge(ab, bc, bank, log_w=log_w, chunk_size=100).log_ratio(a, c, method)
     assert calls == [True, True, True]
     want = _truth(ab, bc, a, bank, c, log_w=log_w, method=method)
@@ -456,7 +441,7 @@ def test_a_zero_weight_probe_block_keeps_the_streamed_pass(monkeypatch):
     log_w = torch.zeros(3000)
     log_w[:400] = -math.inf  # e.g. masked items sorted first: the whole probe (375 items)
     ab, bc = _critic("cosine", 0.1, d), _critic("cosine", 0.1, d)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     got = _bridge(ab, bc, bank, log_w=log_w).log_ratio(a, c)
     want = _truth(ab, bc, a, bank, c, log_w=log_w)
     _assert_matches(got, want, atol=2e-4, rtol=1e-6)  # the answer is right either way
@@ -485,7 +470,7 @@ def test_sizes_around_block_boundaries(shape, m, chunk_size, mode, seed):
     method = "lse" if mode == "lse" else "exact"
     ab, bc = _critic("cosine", 0.25, d), _critic("dot", 0.8, d)
     with pytest.MonkeyPatch.context() as patch:
-        calls = _spy(patch)
+        calls = spy_fused(patch)
         got = _bridge(ab, bc, bank, targets=targets, chunk_size=chunk_size).log_ratio(a, c, method)
     size = chunk_size or m
     assert calls == [True] * math.ceil(m / size)
@@ -498,7 +483,7 @@ def test_chunks_of_one_item(monkeypatch):
     a, bank, c = (torch.randn(s, 3, generator=gen) for s in (2, 5, 3))
     ab, bc = _critic("neg_sq_l2", 0.5, 3), _critic("bilinear", 0.5, 3, weight=torch.randn(3, 3))
     for method in ("exact", "lse"):
-        calls = _spy(monkeypatch)
+        calls = spy_fused(monkeypatch)
         got = _bridge(ab, bc, bank, chunk_size=1).log_ratio(a, c, method)
         assert calls == [True] * 5
         want = _truth(ab, bc, a, bank, c, method=method)
@@ -523,7 +508,7 @@ def test_streamed_banks_outside_memory(monkeypatch, kind, mode):
     if kind == "iterable":
         source = [items[i : i + 300].numpy() for i in range(0, 1000, 300)]
     ab, bc = _critic("dot", 0.5, d), _critic("dot", 0.5, d)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     bridge = pc.Bridge(
         [ab, bc],
         [pc.Bank(source, log_weights=log_w)],
@@ -548,7 +533,7 @@ def test_half_precision_inputs_are_upcast(monkeypatch, dtype, method):
     d = 6
     a, bank, c, targets = (torch.randn(s, d, generator=gen).to(dtype) for s in (5, 800, 7, 300))
     ab, bc = _critic("cosine", 0.1, d), _critic("dot", 0.5, d)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     got = _bridge(ab, bc, bank, targets=targets).log_ratio(a, c, method)
     assert calls == [True]
     assert got.dtype == torch.float32
@@ -568,7 +553,7 @@ def test_half_precision_critics_score_in_float32(monkeypatch, dtype, similarity)
     bc = _critic(similarity, 0.7, d, weight=weight.T).to(dtype)
     a, bank, c = (torch.randn(s, d, generator=gen) for s in (5, 900, 300))
     for method in ("exact", "lse"):
-        calls = _spy(monkeypatch)
+        calls = spy_fused(monkeypatch)
         got = _bridge(ab, bc, bank).log_ratio(a, c, method)
         assert calls == [True] and got.dtype == torch.float32
         _assert_matches(got, _truth(ab, bc, a, bank, c, method=method), atol=2e-4, rtol=1e-6)
@@ -604,7 +589,7 @@ def test_zero_vectors_under_cosine(monkeypatch):
     c[2] = 0.0
     ab, bc = _critic("cosine", 0.05, d), _critic("cosine", 0.1, d)
     for method in ("exact", "lse"):
-        calls = _spy(monkeypatch)
+        calls = spy_fused(monkeypatch)
         got = _bridge(ab, bc, bank).log_ratio(a, c, method)
         assert calls == [True]
         _assert_matches(got, _truth(ab, bc, a, bank, c, method=method), atol=2e-4, rtol=1e-6)
@@ -621,7 +606,7 @@ def test_non_contiguous_and_expanded_inputs(monkeypatch):
     ab, bc = _critic("dot", 0.5, d), _critic("neg_sq_l2", 0.5, d)
     for items in (bank, same):
         for method in ("exact", "lse"):
-            calls = _spy(monkeypatch)
+            calls = spy_fused(monkeypatch)
             got = _bridge(ab, bc, items, chunk_size=350).log_ratio(a, c, method)
             assert all(calls)
             want = _truth(ab, bc, a, items, c, method=method)
@@ -742,7 +727,7 @@ def test_one_bridge_across_candidate_sets_and_dtypes(monkeypatch):
     ab = _critic("bilinear", 0.4, d, weight=torch.randn(d, d, generator=gen) / 2)
     bc = _critic("neg_sq_l2", 0.8, d)
     bridge = _bridge(ab, bc, bank, log_w=torch.randn(900, generator=gen), chunk_size=400)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     for k, dtype in [(300, torch.float32), (5, torch.float32), (40, F64), (1, F64), (300, None)]:
         a = torch.randn(3, d, generator=gen, dtype=dtype or torch.float32)
         c = torch.randn(k, d, generator=gen, dtype=dtype or F64)  # None: mixed dtypes
@@ -785,7 +770,7 @@ def test_two_view_bank_edited_in_place(monkeypatch):
     ab, bc = _critic("cosine", 0.2, d), _critic("dot", 0.6, d)
     bank = pc.Bank(views=(left_view, right_view))
     bridge = pc.Bridge([ab, bc], [bank], target_bank=t, chunk_size=300, progress=False)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     for edit in (None, "right", "left"):
         if edit == "right":
             right_view.mul_(-1.3)
@@ -872,11 +857,8 @@ def test_a_call_under_inference_mode_does_not_break_later_calls(what):
 # -- 7. duplicated, identical and single items ----------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["exact", "lse"])
-@pytest.mark.parametrize("normalizer", ["candidates", "targets"])
+@pytest.mark.parametrize(("method", "normalizer"), METHOD_NORMALIZERS)
 def test_duplicated_identical_and_single_item_banks(monkeypatch, method, normalizer):
-    if method == "lse" and normalizer == "targets":
-        pytest.skip("lse has no C normalizer")
     gen = torch.Generator().manual_seed(15)
     d = 4
     a, c = torch.randn(6, d, generator=gen), torch.randn(300, d, generator=gen)
@@ -888,7 +870,7 @@ def test_duplicated_identical_and_single_item_banks(monkeypatch, method, normali
         "identical": base[:1].expand(900, d).clone(),
         "single": base[:1],
     }
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     answers = {}
     for name, bank in banks.items():
         answers[name] = _bridge(ab, bc, bank, targets=targets).log_ratio(a, c, method)
@@ -921,7 +903,7 @@ def test_gradients_step_aside_with_the_same_values(monkeypatch, similarity, mode
     ab = _critic(similarity, 0.2, d, weight=weight, learn=True)
     bc = _critic(similarity, 0.3, d, weight=weight.T)
     bridge = _bridge(ab, bc, bank, log_w=log_w, targets=targets, chunk_size=500)
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     with torch.no_grad():
         fused = bridge.log_ratio(a, c, method)
     assert calls == [True] * 3
@@ -945,12 +927,12 @@ def test_gradients_of_other_inputs_step_aside_too(monkeypatch, wants):
     a, bank, c, t = (torch.randn(s, d, generator=gen) for s in (5, 800, 7, 60))
     ab, bc = _critic("cosine", 0.3, d), _critic("dot", 0.6, d)
     with torch.no_grad():
-        calls = _spy(monkeypatch)
+        calls = spy_fused(monkeypatch)
         fused = _bridge(ab, bc, bank, targets=t, chunk_size=300).log_ratio(a, c)
         assert calls == [True] * 3
     leaf = {"bank": bank, "candidates": c, "targets": t}[wants].clone().requires_grad_(True)
     inputs = {"bank": bank, "candidates": c, "targets": t} | {wants: leaf}
-    calls = _spy(monkeypatch)
+    calls = spy_fused(monkeypatch)
     bridge = _bridge(ab, bc, inputs["bank"], targets=inputs["targets"], chunk_size=300)
     graph = bridge.log_ratio(a, inputs["candidates"])
     assert calls == [] and graph.requires_grad  # not offered when a gradient is needed
