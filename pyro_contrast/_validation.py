@@ -11,6 +11,8 @@ no Python branch on tensor values: no host synchronization, and nothing that bre
 """
 
 import contextlib
+import math
+import numbers
 import warnings
 
 import numpy as np
@@ -97,3 +99,15 @@ def check_rows(value, name, dim=None):
     if dim is not None and value.shape[1] != dim:
         raise ValueError(f"{name} must have {dim} columns, got {value.shape[1]}")
     return value
+
+
+def check_int(value, name, low):
+    """``value`` must be an integer (not a bool) of at least ``low``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_positive(value, name):
+    """``value`` must be a finite real number above 0."""
+    if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")

@@ -6,6 +6,8 @@ import numbers
 
 import torch
 
+from pyro_contrast._validation import check_int, check_positive
+
 
 class LinearGaussianObservations:
     r"""A Gaussian random field on a periodic grid, observed at a few points with noise.
@@ -47,8 +49,8 @@ class LinearGaussianObservations:
     def __init__(
         self, dim=40, obs_every=4, obs_noise=0.3, length_scale=0.5, prior_scale=1.0, seed=0
     ):
-        _check_int(dim, "dim", 2)
-        _check_int(obs_every, "obs_every", 1)
+        check_int(dim, "dim", 2)
+        check_int(obs_every, "obs_every", 1)
         if obs_every > dim:
             raise ValueError(f"obs_every must be at most dim={dim}, got {obs_every}")
         for name, value in (
@@ -56,7 +58,7 @@ class LinearGaussianObservations:
             ("length_scale", length_scale),
             ("prior_scale", prior_scale),
         ):
-            _check_positive(value, name)
+            check_positive(value, name)
         self.dim, self.obs_every, self.seed = int(dim), int(obs_every), seed
         self.obs_noise, self.length_scale = float(obs_noise), float(length_scale)
         self.prior_scale = float(prior_scale)
@@ -89,7 +91,7 @@ class LinearGaussianObservations:
 
     def sample(self, num_samples, *, generator=None, dtype=torch.float32):
         """Draw ``num_samples`` pairs ``(x, y)`` (state, observation)."""
-        _check_int(num_samples, "num_samples", 1)
+        check_int(num_samples, "num_samples", 1)
         g = self._generator if generator is None else generator
         f64 = torch.float64
         x = torch.randn(num_samples, self.dim, generator=g, dtype=f64) @ self._prior_tril.T
@@ -145,14 +147,14 @@ class Lorenz96:
     def __init__(
         self, dim=20, forcing=8.0, obs_every=4, obs_noise=1.0, lead_time=0.1, dt=0.01, seed=0
     ):
-        _check_int(dim, "dim", 4)
-        _check_int(obs_every, "obs_every", 1)
+        check_int(dim, "dim", 4)
+        check_int(obs_every, "obs_every", 1)
         if obs_every > dim:
             raise ValueError(f"obs_every must be at most dim={dim}, got {obs_every}")
         if not (isinstance(forcing, numbers.Real) and math.isfinite(forcing)):
             raise ValueError(f"forcing must be a finite number, got {forcing!r}")
-        _check_positive(obs_noise, "obs_noise")
-        _check_positive(dt, "dt")
+        check_positive(obs_noise, "obs_noise")
+        check_positive(dt, "dt")
         if not (
             isinstance(lead_time, numbers.Real) and math.isfinite(lead_time) and lead_time >= 0
         ):
@@ -194,7 +196,7 @@ class Lorenz96:
     def sample_states(self, num_samples, *, spin_up=10.0, generator=None, dtype=torch.float32):
         """Independent states on the attractor: perturbed rest states run for ``spin_up``
         time units (10 is many Lyapunov times at F = 8)."""
-        _check_int(num_samples, "num_samples", 1)
+        check_int(num_samples, "num_samples", 1)
         g = self._generator if generator is None else generator
         f64 = torch.float64
         x = self.forcing + torch.randn(num_samples, self.dim, generator=g, dtype=f64)
@@ -216,13 +218,3 @@ class Lorenz96:
         return -0.5 * sq / self.obs_noise**2 - self.obs_dim * math.log(
             self.obs_noise * math.sqrt(2 * math.pi)
         )
-
-
-def _check_int(value, name, low):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_positive(value, name):
-    if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")

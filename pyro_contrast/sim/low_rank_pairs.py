@@ -5,6 +5,8 @@ import numbers
 
 import torch
 
+from pyro_contrast._validation import check_int, check_positive
+
 
 class LowRankPairs:
     r"""Two modalities that share an r-dimensional latent through orthonormal loadings.
@@ -54,15 +56,15 @@ class LowRankPairs:
     def __init__(
         self, dim_x=40, dim_y=39, rank=10, noise_scale=0.3, num_spikes=0, spike_scale=3.0, seed=0
     ):
-        _check_int(rank, "rank", 1)
-        _check_int(dim_x, "dim_x", rank)
-        _check_int(dim_y, "dim_y", rank)
-        _check_int(num_spikes, "num_spikes", 0)
+        check_int(rank, "rank", 1)
+        check_int(dim_x, "dim_x", rank)
+        check_int(dim_y, "dim_y", rank)
+        check_int(num_spikes, "num_spikes", 0)
         if num_spikes > dim_x - rank:
             raise ValueError(
                 f"num_spikes must be at most dim_x - rank = {dim_x - rank}, got {num_spikes}"
             )
-        _check_positive(noise_scale, "noise_scale")
+        check_positive(noise_scale, "noise_scale")
         if not (
             isinstance(spike_scale, numbers.Real)
             and math.isfinite(spike_scale)
@@ -102,7 +104,7 @@ class LowRankPairs:
     def sample(self, num_samples, *, generator=None, dtype=torch.float32):
         """Draw ``num_samples`` pairs ``(x, y)``; without ``generator`` successive calls
         continue one reproducible sequence from ``seed``."""
-        _check_int(num_samples, "num_samples", 1)
+        check_int(num_samples, "num_samples", 1)
         g = self._generator if generator is None else generator
         f64 = torch.float64
         z = torch.randn(num_samples, self.rank, generator=g, dtype=f64)
@@ -120,8 +122,8 @@ class LowRankPairs:
         ``y[partner[i]]`` is the partner of ``x[i]`` (ground truth, not for training).
         ``num_samples`` must be a multiple of ``batch_size``.
         """
-        _check_int(batch_size, "batch_size", 1)
-        _check_int(num_samples, "num_samples", 1)
+        check_int(batch_size, "batch_size", 1)
+        check_int(num_samples, "num_samples", 1)
         if num_samples % batch_size:
             raise ValueError(
                 f"num_samples ({num_samples}) must be a multiple of batch_size ({batch_size})"
@@ -147,13 +149,3 @@ def _orthonormal(dim, columns, g):
     q, r = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
     q = q * torch.where(r.diagonal() < 0, -1.0, 1.0).to(q.dtype)
     return q[:, :columns].contiguous()
-
-
-def _check_int(value, name, low):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_positive(value, name):
-    if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")

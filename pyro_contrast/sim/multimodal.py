@@ -6,6 +6,8 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from pyro_contrast._validation import check_int
+
 DEPENDENCES = (None, "statistical", "causal")
 _SLOPE = 0.2  # leaky-ReLU slope: invertible, and far enough from 1 to be truly nonlinear
 
@@ -64,17 +66,17 @@ class MultimodalLatentModel:
         mixing_layers=3,
         seed=0,
     ):
-        _check_int(content_dim, "content_dim", 1)
-        _check_int(style_dim, "style_dim", 0)
+        check_int(content_dim, "content_dim", 1)
+        check_int(style_dim, "style_dim", 0)
         if not isinstance(private_dims, (tuple, list)) or len(private_dims) != 2:
             raise ValueError(f"private_dims must be a pair (m1, m2), got {private_dims!r}")
         for i, dim in enumerate(private_dims):
-            _check_int(dim, f"private_dims[{i}]", 0)
+            check_int(dim, f"private_dims[{i}]", 0)
         if not (isinstance(style_change_prob, numbers.Real) and 0 <= style_change_prob <= 1):
             raise ValueError(f"style_change_prob must be in [0, 1], got {style_change_prob!r}")
         if dependence not in DEPENDENCES:
             raise ValueError(f"dependence must be one of {DEPENDENCES}, got {dependence!r}")
-        _check_int(mixing_layers, "mixing_layers", 1)
+        check_int(mixing_layers, "mixing_layers", 1)
         self.content_dim, self.style_dim = int(content_dim), int(style_dim)
         self.private_dims = tuple(int(d) for d in private_dims)
         self.style_change_prob = float(style_change_prob)
@@ -110,7 +112,7 @@ class MultimodalLatentModel:
         """Draw ``(x1, x2, latents)``; ``latents`` maps ``"content"``, ``"style"``,
         ``"style_2"`` (view 2's style), ``"m1"`` and ``"m2"`` to (N, dim) tensors.
         Successive calls continue one reproducible sequence from ``seed``."""
-        _check_int(num_samples, "num_samples", 1)
+        check_int(num_samples, "num_samples", 1)
         latents = self._latents(int(num_samples))
         x1 = self.mix(0, latents["content"], latents["style"], latents["m1"])
         x2 = self.mix(1, latents["content"], latents["style_2"], latents["m2"])
@@ -164,8 +166,3 @@ def _random_correlation(dim, g):
     cov = factor @ factor.T / dim + 0.5 * torch.eye(dim, dtype=torch.float64)
     scale = cov.diagonal().rsqrt()
     return scale[:, None] * cov * scale
-
-
-def _check_int(value, name, low):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")

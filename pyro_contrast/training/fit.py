@@ -6,6 +6,7 @@ import numbers
 import torch
 from torch import nn
 
+from pyro_contrast._validation import check_int
 from pyro_contrast.training import checkpoint as _ckpt
 from pyro_contrast.training import losses as _losses
 from pyro_contrast.training._data import prepare_data
@@ -208,8 +209,7 @@ def _check_options(
         ("checkpoint_every", checkpoint_every, 1),
         ("seed", seed, 0),
     ):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_int(value, name, low)
     if patience is not None and (not isinstance(patience, numbers.Integral) or patience < 1):
         raise ValueError(f"patience must be None or a positive integer, got {patience!r}")
     for name, value in (("lr", lr), ("weight_decay", weight_decay)):
