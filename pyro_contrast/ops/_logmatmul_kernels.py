@@ -185,54 +185,6 @@ def _shifted_exp(value, shift, slot, compute, head):
     return torch.add(head, buffer, alpha=_LOG2E, out=buffer).exp2_()
 
 
-class FastPass:
-    """The fast pass of the notes, fed one chunk of the inner index at a time.
-
-    Keeps ``mass`` (``A e^{2h}``) and the per-cell reference ``r`` in ``compute``; each raw
-    chunk is exponentiated against its own row and column maxima in scratch buffers
-    (:meth:`add`), or arrives exponentiated with its shifts (:meth:`add_exponentials`).
-    ``count`` (the whole inner size) sets the headroom ``h`` and the certificate's
-    threshold. :class:`~pyro_contrast.ops.LogMatMulStream` is the variant with running
-    shifts, for callers that build each block themselves.
-    """
-
-    def __init__(self, compute, count, device):
-        self.compute, self.count = compute, count
-        self.head = torch.tensor(headroom(compute, count) * _LOG2E, dtype=compute, device=device)
-        self.mass = self.ref = None
-
-    def add(self, xc, yc):
-        """Add a raw chunk; returns the unclamped row maxima of ``xc``, column maxima of ``yc``."""
-        compute = self.compute
-        a, b = xc.amax(-1, keepdim=True), yc.amax(-2, keepdim=True)
-        a_safe, b_safe = clamp_shift(a).to(compute), clamp_shift(b).to(compute)
-        ex = _shifted_exp(xc, a_safe, "x", compute, self.head)
-        ey = _shifted_exp(yc, b_safe, "y", compute, self.head)
-        self.add_exponentials(ex, a_safe, ey, b_safe)
-        return a, b
-
-    def add_exponentials(self, ex, a, ey, b):
-        """Add ``exp(x - a + h) @ exp(y - b + h)`` for finite shifts ``a`` (..., N, 1), ``b``
-        (..., 1, K) at least the chunk's row and column maxima."""
-        partial = torch.matmul(ex, ey)
-        shift = a + b
-        if self.mass is None:
-            self.mass, self.ref = partial, shift.expand(partial.shape)
-            return
-        new_ref = torch.maximum(self.ref, shift)
-        mass = rescale_(self.mass, self.ref - new_ref)
-        self.mass = mass.add_(rescale_(partial, shift.sub_(new_ref)))
-        self.ref = new_ref
-
-    def certified(self):
-        """Cells whose mass clears the underflow bound (False for NaN: sums beyond range)."""
-        return self.mass >= mass_threshold(self.compute, self.count)
-
-    def log_values(self):
-        """``log A + r`` in float64 and natural logs (see :func:`log_of_mass`)."""
-        return log_of_mass(self.mass, self.ref, self.compute, self.count)
-
-
 def forward_fast(x, y, bounds, compute=None, count=None):
     """``(mass, ref, row_max, col_max)``: ``A e^{2h}`` and ``r`` of the notes, global maxima.
 
@@ -243,15 +195,23 @@ def forward_fast(x, y, bounds, compute=None, count=None):
     """
     compute = x.dtype if compute is None else compute
     count = x.shape[-1] if count is None else count
-    fast = FastPass(compute, count, x.device)
-    row_max = col_max = None
+    head = torch.tensor(headroom(compute, count) * _LOG2E, dtype=compute, device=x.device)
+    mass = ref = row_max = col_max = None
     for lo, hi in bounds:
-        a, b = fast.add(x[..., lo:hi], y[..., lo:hi, :])
-        if row_max is None:
-            row_max, col_max = a, b
-        else:
-            row_max, col_max = torch.maximum(row_max, a), torch.maximum(col_max, b)
-    return fast.mass, fast.ref, row_max, col_max
+        xc, yc = x[..., lo:hi], y[..., lo:hi, :]
+        a, b = xc.amax(-1, keepdim=True), yc.amax(-2, keepdim=True)
+        a_safe, b_safe = clamp_shift(a).to(compute), clamp_shift(b).to(compute)
+        ex = _shifted_exp(xc, a_safe, "x", compute, head)
+        ey = _shifted_exp(yc, b_safe, "y", compute, head)
+        partial = torch.matmul(ex, ey)
+        shift = a_safe + b_safe
+        if mass is None:
+            mass, ref, row_max, col_max = partial, shift, a, b
+            continue
+        new_ref = torch.maximum(ref, shift)
+        mass = rescale_(mass, ref - new_ref).add_(rescale_(partial, shift.sub_(new_ref)))
+        ref, row_max, col_max = new_ref, torch.maximum(row_max, a), torch.maximum(col_max, b)
+    return mass, ref, row_max, col_max
 
 
 def log_of_mass(mass, ref, compute, count):
