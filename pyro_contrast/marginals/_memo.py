@@ -28,6 +28,11 @@ from torch import nn
 _NOT_REPEATABLE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm, nn.RReLU)
 
 
+def needs_graph(*tensors):
+    """Whether autograd may need a graph through any of these tensors (None are skipped)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 class Untrackable(Exception):
     """A dependency whose changes cannot be detected: compute without caching."""
 
@@ -82,7 +87,7 @@ class Memo:
         :param settings: hashable settings it depends on (equality is compared).
         """
         tensors = tuple(t for t in tensors if t is not None)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        if needs_graph(*tensors):
             return compute()
         try:
             versions = tuple(_version(t) for t in tensors)

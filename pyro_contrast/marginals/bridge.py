@@ -13,7 +13,7 @@ from pyro_contrast.critics import Critic
 from pyro_contrast.distributions.bridged_conditional import BridgedConditional
 from pyro_contrast.marginals import chain
 from pyro_contrast.marginals._inputs import encode_candidates, encode_queries
-from pyro_contrast.marginals._memo import CappedStore, Memo, Untrackable, module_state
+from pyro_contrast.marginals._memo import CappedStore, Memo, Untrackable, module_state, needs_graph
 from pyro_contrast.marginals.analytic import analytic_log_ratio, bank_marginals
 from pyro_contrast.marginals.bank import DEFAULT_CHUNK_SIZE, Bank
 from pyro_contrast.marginals.shortcut import direct_log_ratio
@@ -360,7 +360,7 @@ class Bridge(nn.Module):
         accumulate = torch.float64 if bank.kind != "tensor" or len(bank) > 65536 else dtype
         # The streamed pass runs without gradients only: no bank factors are made for it
         # otherwise (they would be thrown away).
-        fused = chain.fusable(left, right) and not _needs_grad(
+        fused = chain.fusable(left, right) and not needs_graph(
             *queries,
             candidates,
             targets,
@@ -484,8 +484,3 @@ class Bridge(nn.Module):
         else:
             marginal, target = resolve()
         return analytic_log_ratio(*critics, a, c, marginal, target=target)
-
-
-def _needs_grad(*tensors):
-    """Whether autograd may need a graph through any of these tensors (None are skipped)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

@@ -18,6 +18,7 @@ import torch
 
 from pyro_contrast._validation import check_finite
 from pyro_contrast.critics import Critic
+from pyro_contrast.marginals._memo import needs_graph
 from pyro_contrast.ops import LogMatMulStream, logmatmul
 from pyro_contrast.ops.streaming import scratch
 
@@ -234,7 +235,7 @@ def _without_gradients(fused):
             log_weights,
             *(p for critic in (*left, right) for p in critic.parameters()),
         )
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        if needs_graph(*inputs):
             return None
         with torch.no_grad():
             return fused(bank_left, bank_right, log_weights, **kwargs)
