@@ -381,11 +381,11 @@ class Bridge(nn.Module):
                 # Each chunk is encoded once: its normalizer and partials share the encoding.
                 bank_left, bank_right = chain.encode_chunk(left, right, views)
                 bank_factors = None
-            if store is not None and fused and bank_factors is None:
-                # in the dtype the streamed pass scores in (the encoders may widen it)
-                dtype = chain.score_dtype(queries[0], bank_left[0])
-                bank_factors = chain.bank_factors(left, right, bank_left, bank_right, dtype)
-            if store is not None:
+            if store is not None and (entry is None or (fused and bank_factors is None)):
+                if fused:
+                    # in the dtype the streamed pass scores in (the encoders may widen it)
+                    dtype = chain.score_dtype(queries[0], bank_left[0])
+                    bank_factors = chain.bank_factors(left, right, bank_left, bank_right, dtype)
                 store.put(key, (bank_left, bank_right, bank_factors), views)
             log_z = None
             if normalizers is not None:

@@ -67,11 +67,10 @@ class LogMatMulStream:
         self.dtype, self.bits, self.count = dtype, bool(bits), count
         #: ``exp2`` argument per unit of the blocks: 1 in bits, ``log2 e`` in nats.
         self._scale = 1.0 if self.bits else _LOG2E
-        self._head = torch.tensor(
-            _kernels.headroom(dtype, count) * _LOG2E, dtype=dtype, device=device
-        )
+        head = _kernels.headroom(dtype, count)  # in nats
+        self._head = torch.tensor(head * _LOG2E, dtype=dtype, device=device)
         #: ``h`` in the blocks' units: every exponentiated block carries a factor ``e^h``.
-        self.headroom = _kernels.headroom(dtype, count) / (math.log(2.0) if self.bits else 1.0)
+        self.headroom = head * _LOG2E if self.bits else head
         self._mass = self._rows = self._cols = None
 
     def shift_rows(self, a):
