@@ -108,6 +108,12 @@ def write_claims(out, claims):
     return path
 
 
+def print_claims(claims, before=""):
+    """Print one line per claim, ``[verdict] id: ours`` (each after ``before``)."""
+    for item in claims:
+        print(f"{before}  [{item['verdict']}] {item['id']}: {item['ours']}")
+
+
 def _check_numbers(value, name):
     if isinstance(value, dict):
         for key, inner in value.items():

@@ -375,8 +375,7 @@ def main(args):
     print(common.write_table(out, "lorenz96", lorenz))
     claims = build_claims(linear, lorenz, args)
     common.write_claims(out, claims)
-    for item in claims:
-        print(f"\n  [{item['verdict']}] {item['id']}: {item['ours']}")
+    common.print_claims(claims, before="\n")
     common.write_json(
         os.path.join(out, "results.json"),
         {

@@ -210,8 +210,7 @@ def main(args):
     claims = build_claims(table, floor, args)
     common.write_claims(out, claims)
     print(f"\n  dot-tilt covariance floor ||Σyy - Σy|x|| / ||Σy|x|| = {floor:.3f}")
-    for item in claims:
-        print(f"  [{item['verdict']}] {item['id']}: {item['ours']}")
+    common.print_claims(claims)
     common.write_json(
         os.path.join(out, "results.json"),
         {

@@ -383,8 +383,7 @@ def main(args):
     print("\nHeld-out R² from the modality-1 representation:\n" + text)
     claims = build_claims(table)
     common.write_claims(out, claims)
-    for item in claims:
-        print(f"  [{item['verdict']}] {item['id']}: {item['ours']}")
+    common.print_claims(claims)
     common.write_json(
         os.path.join(out, "results.json"),
         {

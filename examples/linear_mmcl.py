@@ -526,8 +526,7 @@ def main(args):
     claims = build_claims(results, args)
     common.write_claims(out, claims)
     print()
-    for item in claims:
-        print(f"  [{item['verdict']}] {item['id']}: {item['ours']}")
+    common.print_claims(claims)
     payload = {"args": vars(args), "seconds": time.time() - start, "timings": timings}
     for name in args.experiments:
         table = results[name][1] if name == "unpaired" else results[name]
